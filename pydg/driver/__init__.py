@@ -1,0 +1,1 @@
+"""The CUDA driver layer: initialisation, NVRTC, the kernel cache, modules and launches."""

@@ -1,0 +1,261 @@
+// FP8 (E4M3) GEMM with fine-grained scaling on Hopper: D[M, N] (bf16) = (A * sa) @ (B * sb)^T.
+// A: M x K, one FP32 scale per row per 128 of K; B: N x K, one FP32 scale per 128 x 128 block.
+//
+// One persistent kernel family for the dense GEMM and the two MoE layouts (kMode). Roles:
+//   producer warpgroup : one thread walks the tiles and issues TMA loads into a ring of stages;
+//   math warpgroups    : wgmma on each stage, FP32 promotion per 128 of K, epilogue via TMA store.
+// Each stage has a "full" barrier (TMA bytes landed) and an "empty" barrier (every math warp of
+// every CTA that reads the stage is done with it).
+#pragma once
+#include "ptx.cuh"
+#include "scheduler.cuh"
+#include "wgmma_fp8.cuh"
+
+namespace pydg {
+
+constexpr uint32_t kBlockK = 128;  // one scale block of K per stage
+constexpr uint32_t kWgmmaK = 32;   // K of one FP8 wgmma
+// Registers per thread after setmaxnreg: 128 producer threads give theirs to the math warpgroups
+// (one math group: 128 x 248 + 128 x 40; two: 256 x 232 + 128 x 40; both within 64K).
+constexpr uint32_t kProducerRegisters = 40;
+
+template <uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages>
+struct SmemLayout {
+    // Everything TMA writes with 128-byte swizzling must start on a 1024-byte boundary.
+    static constexpr uint32_t kDBytes = kBlockM * kBlockN * 2;
+    static constexpr uint32_t kABytes = kBlockM * kBlockK;
+    static constexpr uint32_t kBBytes = kBlockN * kBlockK;
+    static constexpr uint32_t kSaBytes = kBlockM * 4;
+    static constexpr uint32_t kStageBytes = kABytes + kBBytes + kSaBytes;  // TMA bytes per stage
+    static constexpr uint32_t kAOffset = kDBytes;
+    static constexpr uint32_t kBOffset = kAOffset + kNumStages * kABytes;
+    static constexpr uint32_t kSaOffset = kBOffset + kNumStages * kBBytes;
+    static constexpr uint32_t kBarrierOffset = kSaOffset + kNumStages * kSaBytes;
+    static constexpr uint32_t kTotalBytes = kBarrierOffset + 2 * kNumStages * 8;
+    static_assert(kDBytes % 1024 == 0 && kABytes % 1024 == 0 && kBBytes % 1024 == 0, "swizzle alignment");
+    static_assert(kSaBytes % 128 == 0, "TMA destination alignment");
+};
+
+template <uint32_t kMode, uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kShapeN,
+          uint32_t kShapeK, uint32_t kClusterSize, bool kMulticastA, bool kInnerIsM>
+DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma_sa, const TmaMap& tma_d,
+                     const float* __restrict__ scales_b, uint8_t* d_ptr, const int* grouping, uint32_t shape_m,
+                     uint32_t num_groups, uint32_t band) {
+    constexpr uint32_t kNumMathGroups = kBlockM / 64;
+    constexpr uint32_t kNumMathThreads = kNumMathGroups * 128;
+    constexpr uint32_t kNumKBlocks = (kShapeK + kBlockK - 1) / kBlockK;
+    constexpr uint32_t kNumNBlocks = (kShapeN + kBlockN - 1) / kBlockN;
+    constexpr uint32_t kNumSbRows = (kShapeN + 127) / 128;  // rows of B's scale blocks per group
+    constexpr uint32_t kAccum = kBlockN / 2;                 // accumulators per thread
+    // Whether a tile's columns can span more than one 128-row scale block of B.
+    constexpr bool kOneSbPerTile = 128 % kBlockN == 0;
+    using Layout = SmemLayout<kBlockM, kBlockN, kNumStages>;
+    using Wgmma = WgmmaFp8<kBlockN>;
+    static_assert(kBlockM == 64 || kBlockM == 128, "one or two math warpgroups of 64 rows");
+    static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "block_n");
+    static_assert(kClusterSize == 1 || kClusterSize == 2, "cluster size");
+
+    extern __shared__ __align__(1024) uint8_t smem[];
+    uint8_t* smem_d = smem;
+    uint8_t* smem_a = smem + Layout::kAOffset;
+    uint8_t* smem_b = smem + Layout::kBOffset;
+    float* smem_sa = reinterpret_cast<float*>(smem + Layout::kSaOffset);
+    uint64_t* full = reinterpret_cast<uint64_t*>(smem + Layout::kBarrierOffset);
+    uint64_t* empty = full + kNumStages;
+
+    const uint32_t thread = threadIdx.x;
+    const uint32_t warp = thread / 32, lane = thread % 32;
+    const uint32_t cta_rank = kClusterSize > 1 ? cluster_cta_rank() : 0;
+
+    if (thread == kNumMathThreads) {
+        tma_prefetch_map(&tma_a);
+        tma_prefetch_map(&tma_b);
+        tma_prefetch_map(&tma_sa);
+        tma_prefetch_map(&tma_d);
+        for (uint32_t s = 0; s < kNumStages; ++s) {
+            mbar_init(&full[s], 1);
+            // One arrival per math warp of each CTA that reads the stage (the peer's too when the
+            // stage holds a multicast operand).
+            mbar_init(&empty[s], kClusterSize * kNumMathThreads / 32);
+        }
+        fence_barrier_init();
+    }
+    // The peer's TMA and arrivals may target this CTA's barriers as soon as it passes this point.
+    if (kClusterSize > 1)
+        cluster_sync();
+    else
+        __syncthreads();
+
+    TileScheduler<kMode, kBlockM, kNumNBlocks, kInnerIsM> scheduler(shape_m, num_groups, band, grouping);
+    Tile tile;
+
+    if (thread >= kNumMathThreads) {
+        // ---------------------------------------------------------------- producer
+        registers_decrease<kProducerRegisters>();
+        if (thread == kNumMathThreads) {
+            uint32_t stage = 0, phase = 0;
+            while (scheduler.next(tile)) {
+                if (tile.skip)
+                    continue;
+                const int m_row = tile.m_block * kBlockM;
+                const int n_row = tile.n_block * kBlockN;
+                const int group_a = kMode == kMasked ? tile.group : 0;
+                const int group_b = kMode == kDense ? 0 : tile.group;
+                for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
+                    mbar_wait(&empty[stage], phase ^ 1);
+                    uint64_t* bar = &full[stage];
+                    mbar_arrive_expect_tx(bar, Layout::kStageBytes);
+                    uint8_t* a_dst = smem_a + stage * Layout::kABytes;
+                    uint8_t* b_dst = smem_b + stage * Layout::kBBytes;
+                    float* sa_dst = smem_sa + stage * kBlockM;
+                    const int k = kb * kBlockK;
+                    // In a pair, rank 0 loads the shared operand into both CTAs; each loads its own other one.
+                    if (kClusterSize > 1 && kMulticastA) {
+                        if (cta_rank == 0) {
+                            tma_load_3d_multicast(&tma_a, bar, a_dst, k, m_row, group_a, 0x3);
+                            tma_load_3d_multicast(&tma_sa, bar, sa_dst, m_row, kb, group_a, 0x3);
+                        }
+                    } else {
+                        tma_load_3d(&tma_a, bar, a_dst, k, m_row, group_a);
+                        tma_load_3d(&tma_sa, bar, sa_dst, m_row, kb, group_a);
+                    }
+                    if (kClusterSize > 1 && !kMulticastA) {
+                        if (cta_rank == 0)
+                            tma_load_3d_multicast(&tma_b, bar, b_dst, k, n_row, group_b, 0x3);
+                    } else {
+                        tma_load_3d(&tma_b, bar, b_dst, k, n_row, group_b);
+                    }
+                    stage = stage + 1 == kNumStages ? 0 : stage + 1;
+                    phase ^= stage == 0;
+                }
+            }
+        }
+    } else {
+        // ---------------------------------------------------------------- math
+        registers_increase<kNumMathGroups == 1 ? 248 : 232>();
+        const uint32_t math_group = thread / 128;
+        const uint32_t warp_in_group = warp % 4;
+        // The two accumulator rows of this thread within the tile (wgmma's m64 fragment layout).
+        const uint32_t row0 = math_group * 64 + warp_in_group * 16 + lane / 4;
+        const uint32_t row1 = row0 + 8;
+        uint32_t stage = 0, phase = 0;
+        float accum[kAccum], final_accum[kAccum];
+
+        while (scheduler.next(tile)) {
+            if (tile.skip)
+                continue;
+            const uint32_t n_first = tile.n_block * kBlockN;
+            // B's scales for this tile: up to three 128-row blocks, split at column sb_split1/2.
+            const uint32_t sb_row = n_first / 128;
+            const uint32_t sb_split1 = 128 - n_first % 128;
+            const uint32_t sb_split2 = sb_split1 + 128;
+            const float* sb_base = scales_b + static_cast<uint64_t>(tile.group) * kNumSbRows * kNumKBlocks;
+            const float* sb0 = sb_base + sb_row * kNumKBlocks;
+            const float* sb1 = sb_base + min(sb_row + 1, kNumSbRows - 1) * kNumKBlocks;
+            const float* sb2 = sb_base + min(sb_row + 2, kNumSbRows - 1) * kNumKBlocks;
+
+#pragma unroll
+            for (uint32_t i = 0; i < kAccum; ++i)
+                final_accum[i] = 0.0f;
+
+            for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
+                // Issued before the wait so that the loads' latency hides behind it.
+                const float b_scale0 = load_global_nc(sb0 + kb);
+                const float b_scale1 = kOneSbPerTile ? 0.0f : load_global_nc(sb1 + kb);
+                const float b_scale2 = kBlockN > 128 ? load_global_nc(sb2 + kb) : 0.0f;
+                mbar_wait(&full[stage], phase);
+                const float a_scale0 = smem_sa[stage * kBlockM + row0];
+                const float a_scale1 = smem_sa[stage * kBlockM + row1];
+
+                const uint64_t desc_a = wgmma_desc_sw128(smem_a + stage * Layout::kABytes + math_group * 64 * kBlockK);
+                const uint64_t desc_b = wgmma_desc_sw128(smem_b + stage * Layout::kBBytes);
+#pragma unroll
+                for (uint32_t i = 0; i < kAccum; ++i)
+                    fence_operand(accum[i]);
+                wgmma_fence();
+#pragma unroll
+                for (uint32_t k = 0; k < kBlockK / kWgmmaK; ++k) {
+                    // Inside a 128-byte swizzle row, stepping K by 32 bytes moves the start address by
+                    // 32 bytes (2 in the descriptor's 16-byte units); the hardware applies the swizzle.
+                    Wgmma::mma(desc_a + k * (kWgmmaK / 16), desc_b + k * (kWgmmaK / 16), accum, k > 0);
+                }
+                wgmma_commit();
+#pragma unroll
+                for (uint32_t i = 0; i < kAccum; ++i)
+                    fence_operand(accum[i]);
+                wgmma_wait<0>();
+
+                // The stage's data is in registers: hand it back to the producer(s).
+                if (kClusterSize == 1) {
+                    if (lane == 0)
+                        mbar_arrive(&empty[stage]);
+                } else if (lane < kClusterSize) {
+                    mbar_arrive_cluster(&empty[stage], lane);
+                }
+
+                // Two-level accumulation: the tensor cores' partial sum over this 128 of K is scaled
+                // and added into FP32 registers, so the FP8 products never accumulate across scales.
+                const float s00 = a_scale0 * b_scale0, s10 = a_scale1 * b_scale0;
+                const float s01 = a_scale0 * b_scale1, s11 = a_scale1 * b_scale1;
+                const float s02 = a_scale0 * b_scale2, s12 = a_scale1 * b_scale2;
+#pragma unroll
+                for (uint32_t i = 0; i < kAccum / 4; ++i) {
+                    // 8-column chunk i of the fragment: which of B's scale blocks its columns are in.
+                    const uint32_t col = i * 8;
+                    const bool second = !kOneSbPerTile && col >= sb_split1;
+                    const bool third = kBlockN > 128 && col >= sb_split2;
+                    const float scale0 = third ? s02 : (second ? s01 : s00);
+                    const float scale1 = third ? s12 : (second ? s11 : s10);
+                    final_accum[i * 4 + 0] += scale0 * accum[i * 4 + 0];
+                    final_accum[i * 4 + 1] += scale0 * accum[i * 4 + 1];
+                    final_accum[i * 4 + 2] += scale1 * accum[i * 4 + 2];
+                    final_accum[i * 4 + 3] += scale1 * accum[i * 4 + 3];
+                }
+                stage = stage + 1 == kNumStages ? 0 : stage + 1;
+                phase ^= stage == 0;
+            }
+
+            // ------------------------------------------------------------ epilogue
+            // The previous tile's store may still be reading smem_d.
+            bulk_wait_read();
+            named_barrier_sync(1, kNumMathThreads);
+            const uint32_t matrix = lane / 8;
+            const uint32_t st_row = math_group * 64 + warp_in_group * 16 + lane % 8 + (matrix % 2) * 8;
+#pragma unroll
+            for (uint32_t c = 0; c < kBlockN / 16; ++c) {
+                const uint32_t st_col = c * 16 + (matrix / 2) * 8;
+                stmatrix_x4(smem_d + (st_row * kBlockN + st_col) * 2,
+                            pack_bf16x2(final_accum[c * 8 + 0], final_accum[c * 8 + 1]),
+                            pack_bf16x2(final_accum[c * 8 + 2], final_accum[c * 8 + 3]),
+                            pack_bf16x2(final_accum[c * 8 + 4], final_accum[c * 8 + 5]),
+                            pack_bf16x2(final_accum[c * 8 + 6], final_accum[c * 8 + 7]));
+            }
+            fence_proxy_async_smem();
+            named_barrier_sync(1, kNumMathThreads);
+
+            const int m_row = tile.m_block * kBlockM;
+            const int group_d = kMode == kMasked ? tile.group : 0;
+            if (tile.rows == kBlockM) {
+                // TMA clips rows past the tensor's end and columns past N.
+                if (thread == 0) {
+                    tma_store_3d(&tma_d, smem_d, n_first, m_row, group_d);
+                    bulk_commit();
+                }
+            } else if (thread < tile.rows) {
+                // A masked group ends inside this tile: rows past masked_m must not be written, so
+                // each valid row goes out on its own.
+                const uint32_t cols = min(kBlockN, kShapeN - n_first);
+                const uint64_t row = static_cast<uint64_t>(group_d) * shape_m + m_row + thread;
+                bulk_store(d_ptr + (row * kShapeN + n_first) * 2, smem_d + thread * kBlockN * 2, cols * 2);
+                bulk_commit();
+            }
+        }
+        bulk_wait_read();
+    }
+
+    // A CTA must not exit while its peer may still arrive on its barriers.
+    if (kClusterSize > 1)
+        cluster_sync();
+}
+
+}  // namespace pydg

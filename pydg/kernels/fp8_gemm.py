@@ -1,0 +1,98 @@
+"""The Python side of fp8_gemm.cu: its tensor maps, its parameters, and a prepared launcher."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydg.arrays import ArrayInfo
+from pydg.scheduler.plan import BLOCK_K, GemmPlan
+from pydg.tma.spec import TensorMapSpec
+from pydg.utils import align, ceil_div
+
+# Parameter slots of pydg_fp8_gemm (fp8_gemm.cu).
+MAP_A, MAP_B, MAP_SA, MAP_D, PTR_SB, PTR_D, PTR_GROUPING, SHAPE_M, NUM_GROUPS, BAND = range(10)
+
+
+@dataclass(frozen=True)
+class GemmOperands:
+    """The five arrays (and the grouping vector) of a call, as ArrayInfo."""
+    a: ArrayInfo
+    sa: ArrayInfo
+    b: ArrayInfo
+    sb: ArrayInfo
+    out: ArrayInfo
+    grouping: ArrayInfo | None = None
+
+
+def _row_bytes(info: ArrayInfo, itemsize: int, default: int) -> int:
+    """Bytes between rows (dimension -2); a dimension of one row may carry any stride, so use `default`."""
+    return info.strides[-2] * itemsize if info.shape[-2] > 1 else default
+
+
+def tensor_map_specs(plan: GemmPlan, ops: GemmOperands) -> tuple[TensorMapSpec, ...]:
+    """A, B, A's scales and D as 3-D maps (innermost first); the third dimension is the group
+    (1 where the operand is not grouped). Addresses are the operands' current pointers."""
+    m, n, k = plan.m, plan.n, plan.k
+    k_blocks = ceil_div(k, BLOCK_K)
+    groups_a = plan.num_groups if plan.mode == "masked" else 1
+    groups_b = 1 if plan.mode == "dense" else plan.num_groups
+
+    a_row = _row_bytes(ops.a, 1, k)
+    a_group = ops.a.strides[0] if groups_a > 1 else a_row * m
+    b_row = _row_bytes(ops.b, 1, k)
+    b_group = ops.b.strides[0] if groups_b > 1 else b_row * n
+    m_aligned = align(m, 4)
+    return (
+        TensorMapSpec("lhs data", "uint8", ops.a.ptr, (k, m, groups_a), (a_row, a_group), (BLOCK_K, plan.block_m, 1),
+                      swizzle="128B"),
+        TensorMapSpec("rhs data", "uint8", ops.b.ptr, (k, n, groups_b), (b_row, b_group), (BLOCK_K, plan.block_n, 1),
+                      swizzle="128B"),
+        TensorMapSpec("lhs scales", "float32", ops.sa.ptr, (m, k_blocks, groups_a),
+                      (m_aligned * 4, m_aligned * k_blocks * 4), (plan.block_m, 1, 1), l2_promotion="none"),
+        TensorMapSpec("out", "bfloat16", ops.out.ptr, (n, m, groups_a), (n * 2, m * n * 2), (plan.block_n, plan.block_m, 1),
+                      l2_promotion="none"),
+    )
+
+
+class GemmLauncher:
+    """Everything about one shape that does not depend on the data: plan, function, launch config,
+    tensor-map templates. A call patches pointers (re-encoding a map only when its pointer moved)."""
+
+    def __init__(self, plan: GemmPlan, ops: GemmOperands, device: int):
+        from pydg.driver.launch import KernelLaunch
+        from pydg.driver.module import get_function
+        from pydg.kernels.source import KERNEL_NAME, PARAMS, compile_plan
+
+        self.plan = plan
+        self.kernel = compile_plan(plan)
+        func = get_function(device, self.kernel.key, self.kernel.cubin, KERNEL_NAME, plan.smem_bytes)
+        self.launch = KernelLaunch(func, plan.grid, plan.block, plan.smem_bytes, plan.cluster_size, PARAMS)
+        self.launch.set_value(SHAPE_M, plan.m)
+        self.launch.set_value(NUM_GROUPS, plan.num_groups)
+        self.launch.set_value(BAND, plan.band)
+        self.specs = tensor_map_specs(plan, ops)
+        for spec in self.specs:
+            spec.validate()
+        self._encoded = [None] * 4  # keeps each CUtensorMap alive while its bytes are in use
+        self._pointers: tuple[int, ...] = ()
+
+    def set_pointers(self, ops: GemmOperands) -> None:
+        from pydg.tma.encode import encode
+
+        pointers = (ops.a.ptr, ops.b.ptr, ops.sa.ptr, ops.out.ptr, ops.sb.ptr,
+                    ops.grouping.ptr if ops.grouping is not None else 0)
+        if pointers == self._pointers:
+            return
+        previous = self._pointers or (None,) * 6
+        for slot in (MAP_A, MAP_B, MAP_SA, MAP_D):
+            if pointers[slot] != previous[slot]:
+                spec = self.specs[slot].with_address(pointers[slot])
+                self._encoded[slot] = encode(spec)
+                self.launch.set_tensor_map(slot, self._encoded[slot].getPtr())
+        self.launch.set_value(PTR_SB, pointers[4])
+        self.launch.set_value(PTR_D, pointers[3])
+        self.launch.set_value(PTR_GROUPING, pointers[5])
+        self._pointers = pointers
+
+    def __call__(self, ops: GemmOperands, stream: int) -> None:
+        self.set_pointers(ops)
+        self.launch.launch(stream)

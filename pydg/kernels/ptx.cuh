@@ -1,0 +1,196 @@
+// The PTX that pydg's kernels use, each instruction wrapped in a small named device function.
+// NVRTC from the pip wheel has no CUDA toolkit headers, so nothing here includes any.
+#pragma once
+
+typedef unsigned char uint8_t;
+typedef unsigned short uint16_t;
+typedef unsigned int uint32_t;
+typedef int int32_t;
+typedef unsigned long long uint64_t;
+
+#define DEVICE __device__ __forceinline__
+
+// An encoded TMA descriptor (cuTensorMapEncodeTiled's 128 opaque bytes), passed by value.
+struct alignas(64) TmaMap {
+    uint64_t opaque[16];
+};
+
+// ---- identity -------------------------------------------------------------------------------
+DEVICE uint32_t cluster_cta_rank() {
+    uint32_t rank;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+    return rank;
+}
+
+DEVICE uint32_t smem_addr(const void* ptr) {
+    uint64_t addr;
+    asm("cvta.to.shared.u64 %0, %1;" : "=l"(addr) : "l"(ptr));
+    return static_cast<uint32_t>(addr);
+}
+
+// ---- synchronisation ------------------------------------------------------------------------
+DEVICE void named_barrier_sync(uint32_t id, uint32_t num_threads) {
+    asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(num_threads) : "memory");
+}
+
+DEVICE void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
+}
+
+// Ordinary shared-memory stores (stmatrix) become visible to the copy engine only after this.
+DEVICE void fence_proxy_async_smem() {
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+
+// Barrier initialisation must be visible to the peer CTA's TMA and arrivals, not only to this CTA.
+DEVICE void fence_barrier_init() {
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+
+template <uint32_t kRegisters> DEVICE void registers_increase() {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kRegisters));
+}
+
+template <uint32_t kRegisters> DEVICE void registers_decrease() {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kRegisters));
+}
+
+// ---- mbarrier ---------------------------------------------------------------------------------
+DEVICE void mbar_init(uint64_t* bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count));
+}
+
+DEVICE uint32_t mbar_try_wait(uint32_t bar_addr, uint32_t parity) {
+    uint32_t done;
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}"
+        : "=r"(done)
+        : "r"(bar_addr), "r"(parity)
+        : "memory");
+    return done;
+}
+
+DEVICE void mbar_wait(uint64_t* bar, uint32_t parity) {
+    const uint32_t addr = smem_addr(bar);
+    while (!mbar_try_wait(addr, parity)) {
+    }
+}
+
+DEVICE void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+}
+
+DEVICE void mbar_arrive(uint64_t* bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(bar)) : "memory");
+}
+
+// Arrive on the barrier at the same shared-memory offset in CTA `cta_rank` of the cluster.
+DEVICE void mbar_arrive_cluster(uint64_t* bar, uint32_t cta_rank) {
+    uint32_t remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(smem_addr(bar)), "r"(cta_rank));
+    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
+}
+
+// ---- TMA ----------------------------------------------------------------------------------------
+DEVICE void tma_prefetch_map(const TmaMap* map) {
+    asm volatile("prefetch.tensormap [%0];" ::"l"(map) : "memory");
+}
+
+DEVICE void tma_load_3d(const TmaMap* map, uint64_t* bar, void* dst, int c0, int c1, int c2) {
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
+        " [%0], [%1, {%3, %4, %5}], [%2];"
+        ::"r"(smem_addr(dst)), "l"(map), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2)
+        : "memory");
+}
+
+// One load written into the same offset of every CTA in `cta_mask`, each CTA's barrier at `bar`'s
+// offset receiving the bytes: the operand that a cluster's CTAs share crosses L2 once.
+DEVICE void tma_load_3d_multicast(const TmaMap* map, uint64_t* bar, void* dst, int c0, int c1, int c2,
+                                  uint16_t cta_mask) {
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+        " [%0], [%1, {%4, %5, %6}], [%2], %3;"
+        ::"r"(smem_addr(dst)), "l"(map), "r"(smem_addr(bar)), "h"(cta_mask), "r"(c0), "r"(c1), "r"(c2)
+        : "memory");
+}
+
+DEVICE void tma_store_3d(const TmaMap* map, const void* src, int c0, int c1, int c2) {
+    asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%2, %3, %4}], [%1];"
+                 ::"l"(map), "r"(smem_addr(src)), "r"(c0), "r"(c1), "r"(c2)
+                 : "memory");
+}
+
+// A plain (non-tensor) bulk copy of `bytes` (a multiple of 16) from shared to global memory.
+DEVICE void bulk_store(void* dst, const void* src, uint32_t bytes) {
+    asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;"
+                 ::"l"(dst), "r"(smem_addr(src)), "r"(bytes)
+                 : "memory");
+}
+
+DEVICE void bulk_commit() {
+    asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+}
+
+// Waits until this thread's bulk stores have finished reading shared memory.
+DEVICE void bulk_wait_read() {
+    asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+}
+
+// ---- wgmma --------------------------------------------------------------------------------------
+// Shared-memory matrix descriptor for a K-major tile written by TMA with 128-byte swizzling: rows of
+// 128 bytes, 8-row atoms of 1024 bytes (the stride byte offset); the leading byte offset is unused.
+DEVICE uint64_t wgmma_desc_sw128(const void* tile) {
+    uint64_t desc = (smem_addr(tile) & 0x3FFFF) >> 4;
+    desc |= uint64_t(1) << 16;
+    desc |= uint64_t(1024 >> 4) << 32;
+    desc |= uint64_t(1) << 62;
+    return desc;
+}
+
+DEVICE void wgmma_fence() {
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+}
+
+DEVICE void wgmma_commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+
+template <int kPending> DEVICE void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(kPending) : "memory");
+}
+
+// The compiler does not know that wgmma writes its accumulators asynchronously: pin each one so that
+// no read or write of it moves across the fence/commit/wait that brackets the asynchronous MMA.
+DEVICE void fence_operand(float& reg) {
+    asm volatile("" : "+f"(reg)::"memory");
+}
+
+// ---- epilogue -----------------------------------------------------------------------------------
+DEVICE uint32_t pack_bf16x2(float lo, float hi) {
+    uint32_t packed;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(packed) : "f"(hi), "f"(lo));
+    return packed;
+}
+
+// Four 8x8 b16 matrices: lanes 8i..8i+7 give the row addresses of matrix i; each thread's register i
+// holds its two elements of matrix i, which is the layout of a wgmma accumulator fragment.
+DEVICE void stmatrix_x4(void* dst, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+    asm volatile("stmatrix.sync.aligned.x4.m8n8.shared.b16 [%0], {%1, %2, %3, %4};"
+                 ::"r"(smem_addr(dst)), "r"(r0), "r"(r1), "r"(r2), "r"(r3)
+                 : "memory");
+}
+
+DEVICE float load_global_nc(const float* ptr) {
+    float value;
+    asm volatile("ld.global.nc.f32 %0, [%1];" : "=f"(value) : "l"(ptr));
+    return value;
+}
+
+DEVICE int load_global_int(const int* ptr) {
+    int value;
+    asm volatile("ld.global.s32 %0, [%1];" : "=r"(value) : "l"(ptr));
+    return value;
+}

@@ -1,0 +1,106 @@
+"""Choosing block sizes, stages, cluster and rasterisation for a shape: plain functions, no GPU.
+
+The model: a CTA runs its tiles one after another, so the kernel takes (waves) x (time of one tile),
+and a tile takes the longer of its tensor-core time and the time to feed its operands from L2
+(an SM's share of L2 bandwidth; the operand a cluster pair multicasts counts half). The whole
+kernel can also not beat reading A and B and writing D once from device memory.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pydg.scheduler.plan import BLOCK_K, MAX_SMEM_BYTES, GemmPlan, smem_bytes
+from pydg.utils import ceil_div
+
+# Measured-order-of-magnitude constants of an H100 SXM; only their ratios steer choices.
+TENSOR_FLOPS_PER_SM = 1979e12 / 132 * 0.85
+L2_BYTES_PER_SM = 70e9
+DRAM_BYTES = 3.0e12
+TILE_OVERHEAD_S = 0.4e-6  # prologue, epilogue and pipeline fill of one tile
+
+BLOCK_NS = tuple(range(16, 209, 16))
+# Each math thread holds two accumulators of block_n / 2 floats (wgmma's and the promoted FP32 sum);
+# past these widths ptxas spills (tests/test_kernels.py checks every variant).
+MAX_BLOCK_N = {64: 192, 128: 208}
+MAX_STAGES = 8
+MIN_STAGES = 3
+BAND = 16
+
+
+def max_stages(block_m: int, block_n: int, smem_limit: int = MAX_SMEM_BYTES) -> int:
+    stages = MAX_STAGES
+    while stages > 0 and smem_bytes(block_m, block_n, stages) > smem_limit:
+        stages -= 1
+    return stages
+
+
+def tile_seconds(block_m: int, block_n: int, k: int, multicast: str) -> float:
+    k_padded = ceil_div(k, BLOCK_K) * BLOCK_K
+    # Narrow tiles keep the tensor cores less busy per byte of A read from shared memory.
+    efficiency = block_n / (block_n + 24)
+    compute = 2 * block_m * block_n * k_padded / (TENSOR_FLOPS_PER_SM * efficiency)
+    a_bytes = block_m * k_padded * (0.5 if multicast == "a" else 1.0)
+    b_bytes = block_n * k_padded * (0.5 if multicast == "b" else 1.0)
+    feed = (a_bytes + b_bytes) / L2_BYTES_PER_SM
+    return max(compute, feed) + TILE_OVERHEAD_S
+
+
+def estimate_seconds(plan: GemmPlan) -> float:
+    rows = plan.m if plan.mode != "masked" else plan.expected_m
+    groups_a = plan.num_groups if plan.mode == "masked" else 1
+    dram = (groups_a * rows * plan.k + plan.num_groups * plan.n * plan.k + groups_a * rows * plan.n * 2) / DRAM_BYTES
+    waves = ceil_div(max(plan.num_tiles, 1), plan.num_sms)
+    return max(waves * tile_seconds(plan.block_m, plan.block_n, plan.k, plan.multicast), dram)
+
+
+def _cluster_options(mode: str, num_m_blocks: int, num_n_blocks: int, num_tiles: int, num_sms: int):
+    """(cluster_size, multicast, inner_axis) choices that are legal for the shape."""
+    yield 1, "none", "n"
+    if num_sms % 2 or num_tiles < num_sms:
+        return  # pairs only pay when every SM has work
+    if mode == "dense" and num_m_blocks % 2 == 0:
+        yield 2, "b", "m"
+    if num_n_blocks % 2 == 0:
+        yield 2, "a", "n"
+
+
+def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int,
+                    expected_m: int | None = None, smem_limit: int = MAX_SMEM_BYTES):
+    """Every plan the heuristic considers for the shape, each one valid."""
+    expected = m if expected_m is None else max(1, min(expected_m, m))
+    rows = expected if mode == "masked" else m
+    block_ms = (64,) if rows <= 64 else (64, 128)
+    for block_m in block_ms:
+        for block_n in BLOCK_NS:
+            if block_n > max(16, ceil_div(n, 16) * 16) or block_n > MAX_BLOCK_N[block_m]:
+                continue
+            stages = max_stages(block_m, block_n, smem_limit)
+            if stages < MIN_STAGES:
+                continue
+            base = GemmPlan(mode=mode, m=m, n=n, k=k, num_groups=num_groups, block_m=block_m, block_n=block_n,
+                            num_stages=stages, cluster_size=1, multicast="none", inner_axis="n", band=BAND,
+                            num_sms=num_sms - num_sms % 2 if num_sms > 1 else 1, expected_m=expected)
+            for cluster_size, multicast, inner in _cluster_options(mode, base.num_m_blocks, base.num_n_blocks,
+                                                                   base.num_tiles, base.num_sms):
+                plan = replace(base, cluster_size=cluster_size, multicast=multicast, inner_axis=inner)
+                if cluster_size == 1:
+                    plan = replace(plan, num_sms=num_sms)
+                plan.validate()
+                yield plan
+
+
+def choose_plan(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int,
+                expected_m: int | None = None, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan:
+    """The plan with the smallest estimated time; ties go to bigger tiles, then to no cluster."""
+    best = None
+    best_key = None
+    for plan in candidate_plans(mode, m, n, k, num_groups, num_sms, expected_m, smem_limit):
+        key = (round(estimate_seconds(plan) * 1e9), -plan.block_m * plan.block_n, plan.cluster_size)
+        if best_key is None or key < best_key:
+            best, best_key = plan, key
+    if best is None:
+        raise ValueError(f"no kernel plan fits {mode} m={m} n={n} k={k} in {smem_limit} bytes of shared memory")
+    # Fewer CTAs than SMs when there are fewer tiles: idle CTAs would only cost launch time.
+    if best.mode != "masked" and best.num_tiles < best.num_sms:
+        best = replace(best, num_sms=max(best.cluster_size, best.num_tiles + best.num_tiles % best.cluster_size))
+    return best

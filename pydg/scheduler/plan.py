@@ -1,0 +1,138 @@
+"""What one GEMM call will do on the GPU, as a plain object that needs no GPU to build or read."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydg.utils import ceil_div
+
+BLOCK_K = 128            # one scale block of K per pipeline stage
+MAX_SMEM_BYTES = 232448  # Hopper's opt-in shared memory per block (227 KiB)
+MODES = ("dense", "contiguous", "masked")
+MODE_IDS = {"dense": 0, "contiguous": 1, "masked": 2}
+
+
+def smem_bytes(block_m: int, block_n: int, num_stages: int) -> int:
+    """Shared memory of the kernel: output tile, then per stage A, B and A's scales, then barriers.
+    Mirrors SmemLayout in fp8_gemm.cuh."""
+    output = block_m * block_n * 2
+    stage = block_m * BLOCK_K + block_n * BLOCK_K + block_m * 4
+    return output + num_stages * stage + 2 * num_stages * 8
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    """The launch plan of one GEMM shape.
+
+    m is the rows of A per group: M (dense), M_sum (contiguous) or M_max (masked).
+    multicast: which operand a cluster pair loads once for both CTAs ("a", "b" or "none").
+    inner_axis/band: tiles are walked in bands of `band` blocks of the inner axis (see
+    scheduler.cuh); a pair is two consecutive tiles, which share the outer axis' block.
+    """
+
+    mode: str
+    m: int
+    n: int
+    k: int
+    num_groups: int
+    block_m: int
+    block_n: int
+    num_stages: int
+    cluster_size: int
+    multicast: str
+    inner_axis: str
+    band: int
+    num_sms: int
+    expected_m: int
+    block_k: int = field(default=BLOCK_K)
+
+    @property
+    def num_math_groups(self) -> int:
+        return self.block_m // 64
+
+    @property
+    def threads(self) -> int:
+        return (self.num_math_groups + 1) * 128
+
+    @property
+    def smem_bytes(self) -> int:
+        return smem_bytes(self.block_m, self.block_n, self.num_stages)
+
+    @property
+    def num_m_blocks(self) -> int:
+        return ceil_div(self.m, self.block_m)
+
+    @property
+    def num_n_blocks(self) -> int:
+        return ceil_div(self.n, self.block_n)
+
+    @property
+    def num_k_blocks(self) -> int:
+        return ceil_div(self.k, self.block_k)
+
+    @property
+    def num_tiles(self) -> int:
+        """Tiles the walk covers (masked: the hint's estimate, the kernel reads masked_m itself)."""
+        if self.mode == "masked":
+            return self.num_groups * ceil_div(self.expected_m, self.block_m) * self.num_n_blocks
+        return self.num_m_blocks * self.num_n_blocks
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return (self.num_sms, 1, 1)
+
+    @property
+    def block(self) -> tuple[int, int, int]:
+        return (self.threads, 1, 1)
+
+    @property
+    def waves(self) -> float:
+        return self.num_tiles / self.num_sms
+
+    def defines(self) -> dict[str, str]:
+        """The kernel's compile-time values (fp8_gemm.cu's -D options)."""
+        return {
+            "PYDG_MODE": str(MODE_IDS[self.mode]),
+            "PYDG_BLOCK_M": str(self.block_m),
+            "PYDG_BLOCK_N": str(self.block_n),
+            "PYDG_NUM_STAGES": str(self.num_stages),
+            "PYDG_SHAPE_N": str(self.n),
+            "PYDG_SHAPE_K": str(self.k),
+            "PYDG_CLUSTER_SIZE": str(self.cluster_size),
+            "PYDG_MULTICAST_A": "true" if self.multicast == "a" else "false",
+            "PYDG_INNER_IS_M": "true" if self.inner_axis == "m" else "false",
+        }
+
+    def summary(self) -> str:
+        cluster = f"cluster {self.cluster_size} (multicast {self.multicast})" if self.cluster_size > 1 else "no cluster"
+        return (f"{self.mode} block {self.block_m}x{self.block_n}x{self.block_k}, {self.num_stages} stages, "
+                f"{cluster}, {self.num_sms} SMs, {self.num_tiles} tiles ({self.waves:.2f} waves), "
+                f"raster {self.inner_axis}-inner band {self.band}, {self.smem_bytes} B smem")
+
+    def validate(self) -> None:
+        """Internal consistency; heuristics only emit plans that pass (tests check every one)."""
+        problems = []
+        if self.mode not in MODES:
+            problems.append(f"mode {self.mode!r}")
+        if self.block_m not in (64, 128):
+            problems.append(f"block_m {self.block_m}")
+        if self.block_n % 16 or not 16 <= self.block_n <= 256:
+            problems.append(f"block_n {self.block_n}")
+        if self.smem_bytes > MAX_SMEM_BYTES:
+            problems.append(f"smem {self.smem_bytes} > {MAX_SMEM_BYTES}")
+        if self.cluster_size not in (1, 2):
+            problems.append(f"cluster_size {self.cluster_size}")
+        if self.cluster_size == 2:
+            if self.num_sms % 2:
+                problems.append("odd grid with a cluster of 2")
+            if self.band % 2:
+                problems.append("odd band with a cluster of 2")
+            if self.multicast == "a" and (self.inner_axis != "n" or self.num_n_blocks % 2):
+                problems.append("multicast a needs n inner and an even number of n blocks")
+            if self.multicast == "b" and (self.inner_axis != "m" or self.num_m_blocks % 2 or self.mode != "dense"):
+                problems.append("multicast b needs dense, m inner and an even number of m blocks")
+            if self.multicast not in ("a", "b"):
+                problems.append("a cluster of 2 without multicast")
+        elif self.multicast != "none":
+            problems.append("multicast without a cluster")
+        if problems:
+            raise ValueError("invalid plan: " + "; ".join(problems))

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The one script for a device call, from the repo root (carry .anchor to compare with DeepGEMM):
+#   bash scripts/gpu_check.sh [tests|bench|all] [extra bench args, e.g. --what dense,host --iters 10]
+# Every log lands in $OUT (default /tmp/out): gpu.txt, dg_build.log (if DeepGEMM was built), tests.log,
+# bench.log, bench.json, bench.png — at most 6 files, no folders, within what a device call returns.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+what=${1:-all}
+[ $# -gt 0 ] && shift
+case $what in
+  tests|bench|all) ;;
+  *) echo "usage: bash scripts/gpu_check.sh [tests|bench|all] [extra bench args]" >&2; exit 2 ;;
+esac
+
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYDG_CACHE_DIR=/tmp/pydg-cache
+export OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+
+# The CSV first: its second line is the one-line GPU description of the summary below.
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit --format=csv
+  echo; nvidia-smi; } > "$OUT/gpu.txt" 2>&1
+
+# DeepGEMM 2.8, built once per machine into /tmp/dg by the anchor's script (it keeps the build log in $OUT).
+# Its JIT compiles with nvcc at call time, so its include path and cache must be set for the bench too.
+if [ -f .anchor/run_anchor.sh ]; then
+  if bash .anchor/run_anchor.sh build; then
+    export PYTHONPATH=$PYTHONPATH:/tmp/dg CPLUS_INCLUDE_PATH=/tmp/dg/third-party/elf/include \
+      CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} DG_JIT_CACHE_DIR=/tmp/dg-jit
+  else
+    echo "DeepGEMM build failed (see $OUT/dg_build.log): benchmarking without it"
+  fi
+else
+  echo "no .anchor/ carried: benchmarking without DeepGEMM"
+fi
+
+tests_status=skipped bench_status=skipped
+if [ "$what" = tests ] || [ "$what" = all ]; then
+  python3 -m pytest -q -rs tests 2>&1 | tee "$OUT/tests.log"
+  tests_status=${PIPESTATUS[0]}
+fi
+if [ "$what" = bench ] || [ "$what" = all ]; then
+  python3 -m pydg bench --json "$OUT/bench.json" --plot "$OUT/bench.png" "$@" 2>&1 | tee "$OUT/bench.log"
+  bench_status=${PIPESTATUS[0]}
+fi
+
+echo
+echo "==== gpu_check summary ($what) ===="
+echo "GPU: $(sed -n 2p "$OUT/gpu.txt")"
+if [ "$tests_status" != skipped ]; then
+  echo "tests (exit $tests_status): $(grep -E '(passed|failed|error)' "$OUT/tests.log" | tail -n 1)"
+fi
+if [ "$bench_status" != skipped ]; then
+  echo "bench (exit $bench_status):"
+  grep -E '^(geomean|grouped: masked|dense: pydg|shapes: pydg|!! [0-9]+ pydg)' "$OUT/bench.log" | sed 's/^/  /'
+fi
+for status in "$tests_status" "$bench_status"; do
+  [ "$status" = skipped ] || [ "$status" = 0 ] || exit 1
+done
+exit 0

@@ -1,0 +1,44 @@
+"""Inputs and references for the GPU tests (torch on the GPU; the float64 reference of the recipe)."""
+from __future__ import annotations
+
+import pydg
+
+DIFF_LIMIT = 1e-5  # CONTRACT.md: DeepGEMM's calc_diff against the float64 product of dequantized inputs
+
+
+def torch_module():
+    import pytest
+
+    return pytest.importorskip("torch")
+
+
+def quantized_pair(torch, rows: int, k: int, per_block: bool, lead: tuple[int, ...] = (), gen=None):
+    """Random normal data (never zeros) in the recipe: (fp8, scales); A's scales TMA-aligned."""
+    x = torch.randn(*lead, rows, k, device="cuda", dtype=torch.float32, generator=gen)
+    # Rows of different magnitude so that the per-row and per-block scales matter.
+    x = x * torch.exp2(torch.randint(-4, 5, (*lead, rows, 1), device="cuda", generator=gen).float())
+    if per_block:
+        return pydg.per_block_cast_to_fp8(x)
+    data, scales = pydg.per_token_cast_to_fp8(x)
+    return data, pydg.get_col_major_tma_aligned_tensor(scales)
+
+
+def dequantize(torch, data, scales, per_block: bool):
+    """float64 (…, R, K) from fp8 data and its scales (any layout)."""
+    values = data.to(torch.float64)
+    k = values.shape[-1]
+    s = scales.to(torch.float64)
+    if per_block:
+        s = s.repeat_interleave(128, dim=-2)[..., : values.shape[-2], :]
+    s = s.repeat_interleave(128, dim=-1)[..., :k]
+    return values * s
+
+
+def calc_diff(torch, x, y) -> float:
+    x, y = x.to(torch.float64), y.to(torch.float64)
+    denom = (x * x + y * y).sum()
+    return float(1 - 2 * (x * y).sum() / denom) if float(denom) > 0 else 0.0
+
+
+def nan_like(torch, shape):
+    return torch.full(shape, float("nan"), device="cuda", dtype=torch.bfloat16)

@@ -1,0 +1,177 @@
+"""`python -m pydg` and the parts of `python -m pydg bench` that need no GPU."""
+import math
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from pydg import bench
+from pydg.__main__ import NO_HOPPER
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _hopper_available() -> bool:
+    try:
+        from conftest import hopper_available
+    except ImportError:
+        return False
+    return hopper_available()
+
+
+def test_main_plans_compiles_and_says_no_gpu(tmp_path):
+    env = {**__import__("os").environ, "PYDG_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "pydg", "--m", "128", "--n", "256", "--k", "256"], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "NVRTC" in done.stdout
+    assert "M=128 N=256 K=256" in done.stdout
+    assert "dense block" in done.stdout  # the plan's summary line
+    assert "registers" in done.stdout    # ptxas's report: the kernel was compiled
+    if not _hopper_available():
+        assert NO_HOPPER in done.stdout
+    assert list(tmp_path.glob("*.cubin")), "the compiled kernel was not cached in PYDG_CACHE_DIR"
+
+
+def test_main_rejects_bad_arguments():
+    done = subprocess.run([sys.executable, "-m", "pydg", "--m", "many"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2
+    assert "--m" in done.stderr
+
+
+def test_bench_rejects_unknown_section(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--what", "dense,speed"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "'speed'" in err
+    assert "dense, grouped, host, shapes" in err
+
+
+def test_bench_dispatch_from_main_rejects_unknown_section(capsys):
+    from pydg.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--what", "nope"])
+    assert "'nope'" in capsys.readouterr().err
+
+
+def test_parse_sections():
+    assert bench.parse_sections("dense") == ["dense"]
+    assert bench.parse_sections(" host, dense ,host") == ["host", "dense"]
+    assert bench.parse_sections(bench.DEFAULT_SECTIONS) == ["dense", "grouped", "host"]
+    for bad in ("", ",", "dense,Dense", "all"):
+        with pytest.raises(ValueError, match="--what"):
+            bench.parse_sections(bad)
+
+
+def test_bench_without_torch_says_why(capsys):
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        assert bench.main(["--what", "host"]) == 2
+        assert "PyTorch" in capsys.readouterr().err
+    else:
+        pytest.skip("torch is installed: main would run the benchmark")
+
+
+def test_shape_lists():
+    assert len(bench.DENSE_SHAPES) == 18 and len(set(bench.DENSE_SHAPES)) == 18
+    assert bench.DENSE_SHAPES[0] == (64, 2112, 7168) and bench.DENSE_SHAPES[-1] == (4096, 7168, 2048)
+    assert len(bench.EXTRA_SHAPES) == 54 and len(set(bench.EXTRA_SHAPES)) == 54
+    assert {m for m, _, _ in bench.EXTRA_SHAPES} == {1, 37, 300, 1000, 2500, 6000}
+    assert {(n, k) for _, n, k in bench.EXTRA_SHAPES} == {(n, k) for n in (2048, 7168, 18432)
+                                                          for k in (2048, 7168, 18432)}
+    assert len(bench.CONTIGUOUS_SHAPES) == 4 and len(bench.MASKED_SHAPES) == 6
+    # Every masked shape has the same total M, so one dense yardstick size serves them all.
+    assert {g * m for g, m, _, _ in bench.MASKED_SHAPES} == {1024}
+    # pydg's contiguous layout needs every expert's segment aligned.
+    from pydg import get_m_alignment_for_contiguous_layout
+
+    assert all(m % get_m_alignment_for_contiguous_layout() == 0 for _, m, _, _ in bench.CONTIGUOUS_SHAPES)
+    # Every K is a whole number of 128-wide scale blocks (the shapes' data is made with per-128 casts).
+    shapes = bench.DENSE_SHAPES + bench.EXTRA_SHAPES + list(bench.HOST_SHAPES)
+    assert all(k % 128 == 0 for _, _, k in shapes)
+
+
+def test_flops_and_rates():
+    # DeepGEMM's published 4096 x 7168 x 16384 at 1358 TFLOPS is 708 us.
+    flops = bench.gemm_flops(4096, 7168, 16384)
+    assert flops == 2 * 4096 * 7168 * 16384
+    assert bench.tflops(flops, 708.0) == pytest.approx(1358, rel=1e-3)
+    # Its GB/s (343) counts FP8 A and B and BF16 D.
+    nbytes = bench.gemm_bytes(4096, 7168, 16384)
+    assert nbytes == 4096 * 16384 + 7168 * 16384 + 2 * 4096 * 7168
+    assert bench.gbps(nbytes, 708.0) == pytest.approx(343, rel=5e-3)
+    assert bench.gemm_bytes(1024, 4096, 7168, num_weights=4) == 1024 * 7168 + 4 * 4096 * 7168 + 2 * 1024 * 4096
+
+
+def test_speedup_and_geomean():
+    assert bench.speedup(10.0, 15.0) == 1.5  # pydg 10 us, other 15 us: pydg 1.5x as fast
+    assert bench.speedup(None, 15.0) is None and bench.speedup(10.0, None) is None
+    assert bench.geomean([1.0, 4.0]) == pytest.approx(2.0)
+    assert bench.geomean([2.0, None, 8.0, 0.0]) == pytest.approx(4.0)
+    assert bench.geomean([]) is None and bench.geomean([None]) is None
+    assert math.isclose(bench.geomean([1.21] * 18), 1.21)
+
+
+def test_scaled_iters():
+    assert bench.scaled_iters(bench.gemm_flops(1, 2048, 2048), 30) == 30
+    big = bench.scaled_iters(bench.gemm_flops(6000, 18432, 18432), 30)
+    assert 5 <= big < 30
+    assert bench.scaled_iters(10**18, 30) == 5
+    assert bench.scaled_iters(10**18, 3) == 3  # never more than asked for
+
+
+def test_dense_summary_keeps_rowwise_out_of_the_blockwise_mean():
+    def record(pydg_us, cublas_us, recipe, dg_us):
+        r = {"section": "dense", "m": 1, "n": 8, "k": 128, "pydg": {"ok": True, "us": pydg_us},
+             "cublas": {"ok": True, "us": cublas_us, "recipe": recipe}, "deepgemm": {"ok": True, "us": dg_us}}
+        bench._add_rates(r, 1000, 1000)
+        return r
+
+    records = [record(10.0, 20.0, "blockwise", 10.0), record(10.0, 5.0, "blockwise", 40.0),
+               record(10.0, 100.0, "rowwise", 20.0)]
+    summary = bench.dense_summary(records)
+    assert summary["geomean_speedup_vs_cublas_blockwise"] == pytest.approx(1.0)
+    assert summary["shapes_vs_cublas_blockwise"] == 2
+    assert summary["geomean_speedup_vs_cublas_rowwise_fallback"] == pytest.approx(10.0)
+    assert summary["geomean_speedup_vs_deepgemm"] == pytest.approx(2.0)
+    assert summary["min_speedup_vs_deepgemm"] == pytest.approx(1.0)
+    table = bench.dense_table(records)
+    assert "(rowwise)" in table and len(table.splitlines()) == 4
+
+
+def test_wrong_pydg_result_is_not_a_speed():
+    r = {"section": "dense", "m": 64, "n": 2112, "k": 7168,
+         "pydg": {"ok": False, "diff": 3e-4, "error": "WRONG RESULT: calc_diff 0.0003 > 1e-05"},
+         "cublas": {"ok": True, "us": 20.0, "recipe": "blockwise"}}
+    bench._add_rates(r, bench.gemm_flops(64, 2112, 7168), bench.gemm_bytes(64, 2112, 7168))
+    assert r["speedup_vs_cublas"] is None and "tflops" not in r["pydg"]
+    assert "WRONG" in bench.dense_table([r])
+    assert bench.dense_summary([r])["pydg_ok"] == 0
+
+
+def test_format_table_and_short_plan():
+    text = bench.format_table(("a", "bb"), [(1.23456, None), ("x", 12345.6)])
+    assert text.splitlines() == ["   a     bb", "1.23      -", "   x  12346"]
+    from pydg.scheduler.heuristics import choose_plan
+
+    plan = choose_plan("dense", 4096, 7168, 2048, 1, 132)
+    short = bench.short_plan(plan)
+    assert short.startswith(f"{plan.block_m}x{plan.block_n} s{plan.num_stages} c{plan.cluster_size}")
+    assert bench.short_plan(object()) == "?"
+
+
+def test_report_is_rewritten_after_each_record(tmp_path):
+    import json
+
+    path = tmp_path / "sub" / "bench.json"
+    report = bench.Report(str(path), {"gpu": "none"})
+    report.add({"section": "dense", "m": 1})
+    assert json.loads(path.read_text())["records"] == [{"section": "dense", "m": 1}]
+    report.add({"section": "dense", "m": 2})
+    data = json.loads(path.read_text())
+    assert data["metadata"] == {"gpu": "none"} and len(data["records"]) == 2

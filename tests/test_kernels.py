@@ -1,0 +1,90 @@
+"""Every kernel variant the heuristics can choose compiles with NVRTC alone, without spills."""
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from pydg.driver.nvrtc import compile_cubin
+from pydg.kernels import source
+from pydg.scheduler.heuristics import BLOCK_NS, MAX_BLOCK_N, candidate_plans
+from pydg.scheduler.plan import GemmPlan
+
+SHAPES = [  # (mode, m, n, k, groups, expected_m): shapes whose candidates cover every block size and cluster form
+    ("dense", 4096, 7168, 2048, 1, None),
+    ("dense", 64, 2112, 7168, 1, None),
+    ("contiguous", 8192, 4096, 7168, 4, None),
+    ("masked", 1024, 7168, 2048, 2, 512),
+]
+
+
+def _variants():
+    seen = {}
+    for mode, m, n, k, groups, expected in SHAPES:
+        for plan in candidate_plans(mode, m, n, k, groups, 132, expected_m=expected):
+            key = (plan.mode, plan.block_m, plan.block_n, plan.cluster_size, plan.multicast)
+            seen.setdefault(key, plan)
+    return list(seen.values())
+
+
+VARIANTS = _variants()
+
+
+def test_variants_cover_every_block_size_and_cluster_form():
+    blocks = {(p.block_m, p.block_n) for p in VARIANTS}
+    assert blocks == {(bm, bn) for bm in (64, 128) for bn in BLOCK_NS if bn <= MAX_BLOCK_N[bm]}
+    forms = {(p.mode, p.multicast) for p in VARIANTS}
+    assert {("dense", "none"), ("dense", "a"), ("dense", "b"), ("contiguous", "a"), ("masked", "a")} <= forms
+
+
+@pytest.mark.parametrize("plan", VARIANTS, ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-{p.multicast}")
+def test_variant_compiles_without_spills(plan: GemmPlan, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYDG_CACHE_DIR", str(tmp_path))
+    compiled = compile_cubin(source.sources()[source.ENTRY], source.ENTRY, source.options(plan))
+    assert compiled.cubin[:4] == b"\x7fELF"
+    assert compiled.ptxas.spill_stores == 0 and compiled.ptxas.spill_loads == 0, compiled.log
+    assert compiled.ptxas.stack_frame == 0, compiled.log
+    assert "C7508" not in compiled.log  # ptxas ignoring setmaxnreg
+    # 384 threads need every register budget to fit in 64K registers at launch.
+    assert compiled.ptxas.registers * plan.threads <= 65536
+
+
+def _sass(cubin_path) -> str | None:
+    tool = shutil.which("cuobjdump")
+    if tool is None:
+        try:
+            import nvidia.cu13  # noqa: F401  (pip wheel nvidia-cuda-cuobjdump)
+            import pathlib
+
+            candidate = pathlib.Path(nvidia.cu13.__path__[0]) / "bin" / "cuobjdump"
+            tool = str(candidate) if candidate.exists() else None
+        except ImportError:
+            tool = None
+    if tool is None:
+        return None
+    return subprocess.run([tool, "-sass", str(cubin_path)], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("plan", [p for p in VARIANTS if p.block_n in (128, 144)][:4],
+                         ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-{p.multicast}")
+def test_sass_uses_tensor_cores_and_tma(plan, tmp_path):
+    compiled = compile_cubin(source.sources()[source.ENTRY], source.ENTRY, source.options(plan))
+    path = tmp_path / "k.cubin"
+    path.write_bytes(compiled.cubin)
+    sass = _sass(path)
+    if sass is None:
+        pytest.skip("cuobjdump not installed (pip install nvidia-cuda-cuobjdump)")
+    assert re.search(r"\bQGMMA\b", sass)
+    assert "UTMALDG" in sass and "UTMASTG" in sass
+    assert not re.search(r"\b(LDL|STL)\b", sass)
+
+
+def test_wgmma_header_is_generated_one():
+    import importlib.util
+    import pathlib
+
+    script = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "gen_wgmma.py"
+    spec = importlib.util.spec_from_file_location("gen_wgmma", script)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (source.KERNEL_DIR / "wgmma_fp8.cuh").read_text() == gen.render()

@@ -1,0 +1,123 @@
+"""The persistent tile walk covers every tile exactly once; pairs share what they multicast."""
+import random
+from dataclasses import replace
+
+import pytest
+
+from pydg.scheduler import candidate_plans, choose_plan
+from pydg.scheduler.plan import MAX_SMEM_BYTES, GemmPlan
+from pydg.scheduler.tiles import cta_tiles
+from pydg.utils import ceil_div
+
+
+def _walk(plan: GemmPlan, grouping=()):
+    return {cta: list(cta_tiles(plan, cta, grouping)) for cta in range(plan.num_sms)}
+
+
+def _check_pairs(plan: GemmPlan, walks):
+    if plan.cluster_size == 1:
+        return
+    for cta in range(0, plan.num_sms, 2):
+        first, second = walks[cta], walks[cta + 1]
+        assert len(first) == len(second)  # the pair's pipelines advance together
+        for t0, t1 in zip(first, second):
+            assert t0.group == t1.group and t0.skip == t1.skip
+            if plan.multicast == "a":
+                assert t0.m_block == t1.m_block and t0.rows == t1.rows
+            else:
+                assert t0.n_block == t1.n_block
+
+
+def _random_dense_shapes(count, seed):
+    rng = random.Random(seed)
+    for _ in range(count):
+        yield rng.randint(1, 9000), 8 * rng.randint(1, 3000), 16 * rng.randint(1, 1200)
+
+
+@pytest.mark.parametrize("m,n,k", [(64, 2112, 7168), (4096, 7168, 16384), (4096, 32768, 512), (1, 256, 128)]
+                         + list(_random_dense_shapes(12, 1)))
+def test_dense_walk_covers_each_tile_once(m, n, k):
+    for plan in candidate_plans("dense", m, n, k, 1, 132):
+        walks = _walk(plan)
+        tiles = [(t.m_block, t.n_block) for ts in walks.values() for t in ts]
+        assert len(tiles) == len(set(tiles)) == plan.num_m_blocks * plan.num_n_blocks
+        _check_pairs(plan, walks)
+
+
+def test_contiguous_walk_skips_padding_blocks_and_covers_the_rest():
+    rng = random.Random(2)
+    for groups in (1, 2, 4, 8, 16, 32):
+        sizes = [rng.choice([0, 1, 5, 128, 300, 1000]) for _ in range(groups)]
+        m_indices = []
+        for g, size in enumerate(sizes):
+            padded = ceil_div(size, 128) * 128
+            m_indices += [g] * size + [-1] * (padded - size)
+        m_indices += [-1] * 128  # a trailing all-padding block
+        m = len(m_indices)
+        for plan in candidate_plans("contiguous", m, 512, 256, groups, 132):
+            walks = _walk(plan, m_indices)
+            work = [(t.m_block, t.n_block) for ts in walks.values() for t in ts if not t.skip]
+            expected = {(mb, nb) for mb in range(plan.num_m_blocks) for nb in range(plan.num_n_blocks)
+                        if m_indices[mb * plan.block_m] >= 0}
+            assert len(work) == len(set(work)) and set(work) == expected
+            for ts in walks.values():
+                for t in ts:
+                    if not t.skip:
+                        assert t.group == m_indices[t.m_block * plan.block_m]
+            _check_pairs(plan, walks)
+
+
+def test_masked_walk_covers_valid_rows_once_including_empty_and_one_row_groups():
+    rng = random.Random(3)
+    for groups in (1, 2, 4, 8, 16):
+        m_max = rng.choice([64, 100, 256, 1024])
+        masked = [rng.choice([0, 1, m_max, rng.randint(0, m_max)]) for _ in range(groups)]
+        masked += [-5, m_max + 77]  # clamped by the kernel
+        groups += 2
+        for plan in candidate_plans("masked", m_max, 1024, 512, groups, 132, expected_m=max(1, m_max // 2)):
+            walks = _walk(plan, masked)
+            rows = set()
+            for ts in walks.values():
+                for t in ts:
+                    valid = min(max(masked[t.group], 0), m_max)
+                    first = t.m_block * plan.block_m
+                    assert 0 < t.rows <= plan.block_m and first + t.rows <= valid
+                    rows |= {(t.group, first + r, t.n_block) for r in range(t.rows)}
+            expected = {(g, r, nb) for g in range(groups) for r in range(min(max(masked[g], 0), m_max))
+                        for nb in range(plan.num_n_blocks)}
+            assert rows == expected
+            _check_pairs(plan, walks)
+
+
+@pytest.mark.parametrize("mode", ["dense", "contiguous", "masked"])
+def test_chosen_plans_are_valid_and_fit(mode):
+    for m, n, k in _random_dense_shapes(40, 4):
+        groups = 1 if mode == "dense" else 4
+        m = ceil_div(m, 128) * 128 if mode == "contiguous" else m
+        plan = choose_plan(mode, m, n, k, groups, 132, expected_m=m)
+        plan.validate()
+        assert plan.smem_bytes <= MAX_SMEM_BYTES
+        assert plan.num_stages >= 3
+        assert 1 <= plan.num_sms <= 132
+
+
+def test_small_m_fills_the_machine_with_narrow_tiles():
+    plan = choose_plan("dense", 64, 2112, 7168, 1, 132)
+    assert plan.block_m == 64 and plan.num_tiles >= 120
+
+
+def test_plan_validation_rejects_illegal_multicast():
+    plan = choose_plan("dense", 4096, 4096, 4096, 1, 132)
+    with pytest.raises(ValueError, match="multicast b"):
+        replace(plan, cluster_size=2, multicast="b", inner_axis="n").validate()
+    with pytest.raises(ValueError, match="block_m"):
+        replace(plan, block_m=96).validate()
+    with pytest.raises(ValueError, match="multicast without a cluster"):
+        replace(plan, cluster_size=1, multicast="a").validate()
+
+
+def test_plan_reads_as_documentation():
+    plan = choose_plan("dense", 4096, 7168, 2048, 1, 132)
+    text = plan.summary()
+    assert f"{plan.block_m}x{plan.block_n}x128" in text and "stages" in text and "SMs" in text
+    assert "GemmPlan(" in repr(plan)
