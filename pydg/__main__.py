@@ -44,7 +44,8 @@ def first_device() -> tuple[Any | None, str]:
     except Exception as err:  # no driver library, no GPU, a broken install: all mean "plan only"
         return None, f"no usable CUDA driver ({type(err).__name__})"
     major, minor = info.compute_capability
-    return info, f"{info.name} (sm_{major}{minor}, {info.num_sms} SMs)"
+    name = " ".join(info.name.replace("\x00", " ").split())  # the driver pads names
+    return info, f"{name} (sm_{major}{minor}, {info.num_sms} SMs)"
 
 
 def nvrtc_version() -> str:

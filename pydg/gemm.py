@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 from pydg import validate
 from pydg.arrays import array_info, current_stream
@@ -9,11 +10,7 @@ from pydg.errors import CudaError
 from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
 
 _lock = threading.Lock()
-_launchers: dict[tuple, GemmLauncher | None] = {}  # None: a shape with nothing to compute (M == 0)
 _num_sms: int | None = None
-
-_POINTER_NAMES = ("lhs data", "lhs scales", "rhs data", "rhs scales", "out")
-_POINTER_ALIGNMENTS = (16, 16, 16, 4, 16)
 
 
 def set_num_sms(num_sms: int) -> None:
@@ -51,48 +48,110 @@ def _check_arch(device: int) -> None:
                          f"got {info.name} (sm_{major}{minor})")
 
 
-def _launcher(mode: str, ops: GemmOperands, check, hint) -> GemmLauncher | None:
-    from pydg.scheduler.heuristics import choose_plan
-
-    problem = check()
-    if problem.m == 0 or problem.n == 0:
-        return None
-    _check_arch(problem.device)
-    num_sms = min(get_num_sms(), _device_sms_of(problem.device))
-    plan = choose_plan(mode, problem.m, problem.n, problem.k, problem.num_groups, num_sms, expected_m=hint)
-    return GemmLauncher(plan, ops, problem.device)
-
-
 def _device_sms_of(device: int) -> int:
     from pydg.driver.cuda import device_info
 
     return device_info(device).num_sms
 
 
-def _run(mode: str, ops: GemmOperands, check, hint=None) -> None:
-    key = (mode, hint, _num_sms, ops.a.signature, ops.sa.signature, ops.b.signature, ops.sb.signature,
-           ops.out.signature, ops.grouping.signature if ops.grouping is not None else None)
-    try:
-        launcher = _launchers[key]
-    except KeyError:
+# ---- the per-call path -------------------------------------------------------------------------
+# A call reads each array's signature (shape, strides, dtype, device) and pointer; everything else
+# was decided at the first call with that signature and is kept in a _Prepared.
+
+def _torch_reader(x):
+    return (x.shape, x.stride(), x.dtype, x.device), x.data_ptr()
+
+
+def _cupy_reader(x):
+    return (x.shape, x.strides, x.dtype, x.device.id), x.data.ptr
+
+
+_READERS: dict[type, object] = {}
+
+
+def _reader(kind: type):
+    reader = _READERS.get(kind)
+    if reader is None:
+        library = kind.__module__.split(".", 1)[0]
+        reader = {"torch": _torch_reader, "cupy": _cupy_reader}.get(library, False)
+        _READERS[kind] = reader
+    return reader
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    launcher: GemmLauncher | None  # None: nothing to compute (M == 0)
+    library: str
+    device: int
+
+
+_prepared: dict[tuple, _Prepared] = {}
+
+
+def _prepare(mode: str, arrays: tuple, names: tuple[str, ...], hint) -> tuple[_Prepared, list[int]]:
+    """First call with these signatures (or arrays without a fast reader): validate, plan, compile."""
+    from pydg.scheduler.heuristics import choose_plan
+
+    infos = tuple(array_info(x, name) for x, name in zip(arrays, names))
+    ops = GemmOperands(*infos[:5], infos[5] if len(infos) > 5 else None)
+    if mode == "dense":
+        problem = validate.check_dense(*infos)
+    elif mode == "contiguous":
+        problem = validate.check_contiguous(*infos)
+    else:
+        problem = validate.check_masked(*infos)
+    launcher = None
+    if problem.m > 0:
+        _check_arch(problem.device)
+        num_sms = min(get_num_sms(), _device_sms_of(problem.device))
+        plan = choose_plan(mode, problem.m, problem.n, problem.k, problem.num_groups, num_sms, expected_m=hint)
+        launcher = GemmLauncher(plan, ops, problem.device)
+    return _Prepared(launcher, infos[4].library, problem.device), [info.ptr for info in infos]
+
+
+def _run(mode: str, arrays: tuple, names: tuple[str, ...], hint=None) -> None:
+    key = [mode, hint, _num_sms]
+    pointers = []
+    for x in arrays:
+        reader = _reader(type(x))
+        if not reader:
+            key = None
+            break
+        signature, pointer = reader(x)
+        key.append(signature)
+        pointers.append(pointer)
+    prepared = None
+    if key is not None:
+        key = tuple(key)
+        prepared = _prepared.get(key)
+    if prepared is None:
         with _lock:
-            launcher = _launchers[key] = _launcher(mode, ops, check, hint)
-    pointers = (ops.a, ops.sa, ops.b, ops.sb, ops.out)
-    validate.check_pointers(pointers, _POINTER_NAMES, _POINTER_ALIGNMENTS)
+            prepared, pointers = _prepare(mode, arrays, names, hint)
+            if key is not None:
+                _prepared[key] = prepared
+    a, sa, b, sb, out = pointers[:5]
+    if (a | sa | b | out) % 16 or sb % 4:
+        validate.check_pointers(tuple(array_info(x, n) for x, n in zip(arrays, names)), names[:5],
+                                (16, 16, 16, 4, 16))
+    launcher = prepared.launcher
     if launcher is None:
         return
-    device = ops.out.device
-    stream = current_stream(ops.out.library, device)
+    if len(pointers) == 5:
+        pointers.append(0)
+    stream = current_stream(prepared.library, prepared.device)
     try:
-        launcher(ops, stream)
+        launcher(tuple(pointers), stream)
     except CudaError as err:
         if err.name != "CUDA_ERROR_INVALID_CONTEXT":
             raise
         # A thread on which no library has used the device yet: bind its primary context once.
         from pydg.driver.cuda import make_current
 
-        make_current(device)
-        launcher(ops, stream)
+        make_current(prepared.device)
+        launcher(tuple(pointers), stream)
+
+
+_NAMES = ("lhs data", "lhs scales", "rhs data", "rhs scales", "out")
 
 
 def gemm_fp8_fp8_bf16_nt(lhs, rhs, out) -> None:
@@ -107,9 +166,7 @@ def gemm_fp8_fp8_bf16_nt(lhs, rhs, out) -> None:
     N must be a multiple of 8 and K of 16. Runs on the caller's current stream; never syncs.
     """
     a, sa, b, sb = validate.unpack(lhs, rhs)
-    ops = GemmOperands(array_info(a, "lhs data"), array_info(sa, "lhs scales"), array_info(b, "rhs data"),
-                       array_info(sb, "rhs scales"), array_info(out, "out"))
-    _run("dense", ops, lambda: validate.check_dense(ops.a, ops.sa, ops.b, ops.sb, ops.out))
+    _run("dense", (a, sa, b, sb, out), _NAMES)
 
 
 def m_grouped_gemm_fp8_fp8_bf16_nt_contiguous(lhs, rhs, out, m_indices) -> None:
@@ -122,10 +179,7 @@ def m_grouped_gemm_fp8_fp8_bf16_nt_contiguous(lhs, rhs, out, m_indices) -> None:
          blocks of padding rows are skipped and not written.
     """
     a, sa, b, sb = validate.unpack(lhs, rhs)
-    ops = GemmOperands(array_info(a, "lhs data"), array_info(sa, "lhs scales"), array_info(b, "rhs data"),
-                       array_info(sb, "rhs scales"), array_info(out, "out"), array_info(m_indices, "m_indices"))
-    _run("contiguous", ops,
-         lambda: validate.check_contiguous(ops.a, ops.sa, ops.b, ops.sb, ops.out, ops.grouping))
+    _run("contiguous", (a, sa, b, sb, out, m_indices), (*_NAMES, "m_indices"))
 
 
 def m_grouped_gemm_fp8_fp8_bf16_nt_masked(lhs, rhs, out, masked_m, expected_m: int) -> None:
@@ -140,8 +194,4 @@ def m_grouped_gemm_fp8_fp8_bf16_nt_masked(lhs, rhs, out, masked_m, expected_m: i
     """
     validate.check_expected_m(expected_m)
     a, sa, b, sb = validate.unpack(lhs, rhs)
-    ops = GemmOperands(array_info(a, "lhs data"), array_info(sa, "lhs scales"), array_info(b, "rhs data"),
-                       array_info(sb, "rhs scales"), array_info(out, "out"), array_info(masked_m, "masked_m"))
-    _run("masked", ops,
-         lambda: validate.check_masked(ops.a, ops.sa, ops.b, ops.sb, ops.out, ops.grouping),
-         hint=expected_m)
+    _run("masked", (a, sa, b, sb, out, masked_m), (*_NAMES, "masked_m"), hint=expected_m)

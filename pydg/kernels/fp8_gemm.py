@@ -75,24 +75,22 @@ class GemmLauncher:
         self._encoded = [None] * 4  # keeps each CUtensorMap alive while its bytes are in use
         self._pointers: tuple[int, ...] = ()
 
-    def set_pointers(self, ops: GemmOperands) -> None:
+    def set_pointers(self, pointers: tuple[int, ...]) -> None:
+        """pointers: a, sa, b, sb, out, grouping (0 for the dense GEMM)."""
         from pydg.tma.encode import encode
 
-        pointers = (ops.a.ptr, ops.b.ptr, ops.sa.ptr, ops.out.ptr, ops.sb.ptr,
-                    ops.grouping.ptr if ops.grouping is not None else 0)
         if pointers == self._pointers:
             return
         previous = self._pointers or (None,) * 6
-        for slot in (MAP_A, MAP_B, MAP_SA, MAP_D):
-            if pointers[slot] != previous[slot]:
-                spec = self.specs[slot].with_address(pointers[slot])
-                self._encoded[slot] = encode(spec)
+        for slot, arg in ((MAP_A, 0), (MAP_SA, 1), (MAP_B, 2), (MAP_D, 4)):
+            if pointers[arg] != previous[arg]:
+                self._encoded[slot] = encode(self.specs[slot].with_address(pointers[arg]))
                 self.launch.set_tensor_map(slot, self._encoded[slot].getPtr())
-        self.launch.set_value(PTR_SB, pointers[4])
-        self.launch.set_value(PTR_D, pointers[3])
+        self.launch.set_value(PTR_SB, pointers[3])
+        self.launch.set_value(PTR_D, pointers[4])
         self.launch.set_value(PTR_GROUPING, pointers[5])
         self._pointers = pointers
 
-    def __call__(self, ops: GemmOperands, stream: int) -> None:
-        self.set_pointers(ops)
+    def __call__(self, pointers: tuple[int, ...], stream: int) -> None:
+        self.set_pointers(pointers)
         self.launch.launch(stream)

@@ -38,7 +38,9 @@ def encode(spec: TensorMapSpec):
     """Validate and encode; returns the driver's CUtensorMap (its getPtr() is the 128 bytes)."""
     spec.validate()
     init()
+    u32, u64 = cu.cuuint32_t, cu.cuuint64_t
     return check("cuTensorMapEncodeTiled", cu.cuTensorMapEncodeTiled(
-        _DTYPES[spec.dtype], spec.rank, spec.global_address, list(spec.global_dims),
-        list(spec.global_strides), list(spec.box_dims), list(spec.strides_or_ones()),
+        _DTYPES[spec.dtype], u32(spec.rank), spec.global_address, [u64(d) for d in spec.global_dims],
+        [u64(s) for s in spec.global_strides], [u32(b) for b in spec.box_dims],
+        [u32(e) for e in spec.strides_or_ones()],
         _INTERLEAVES[spec.interleave], _SWIZZLES[spec.swizzle], _L2[spec.l2_promotion], _OOB[spec.oob_fill]))
