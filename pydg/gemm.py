@@ -100,6 +100,7 @@ def _prepare(mode: str, arrays: tuple, names: tuple[str, ...], hint) -> tuple[_P
         problem = validate.check_contiguous(*infos)
     else:
         problem = validate.check_masked(*infos)
+    validate.check_pointers(infos[:5], names[:5], _ALIGNMENTS)
     launcher = None
     if problem.m > 0:
         _check_arch(problem.device)
@@ -131,8 +132,7 @@ def _run(mode: str, arrays: tuple, names: tuple[str, ...], hint=None) -> None:
                 _prepared[key] = prepared
     a, sa, b, sb, out = pointers[:5]
     if (a | sa | b | out) % 16 or sb % 4:
-        validate.check_pointers(tuple(array_info(x, n) for x, n in zip(arrays, names)), names[:5],
-                                (16, 16, 16, 4, 16))
+        validate.check_pointers(tuple(array_info(x, n) for x, n in zip(arrays, names)), names[:5], _ALIGNMENTS)
     launcher = prepared.launcher
     if launcher is None:
         return
@@ -152,6 +152,7 @@ def _run(mode: str, arrays: tuple, names: tuple[str, ...], hint=None) -> None:
 
 
 _NAMES = ("lhs data", "lhs scales", "rhs data", "rhs scales", "out")
+_ALIGNMENTS = (16, 16, 16, 4, 16)  # TMA reads a, sa, b and writes out; sb is read with plain loads
 
 
 def gemm_fp8_fp8_bf16_nt(lhs, rhs, out) -> None:

@@ -87,7 +87,9 @@ def test_non_default_stream_is_used():
     with torch.cuda.stream(stream):
         torch.cuda._sleep(200_000_000)  # keeps `stream` busy long enough to see the ordering
         pydg.gemm_fp8_fp8_bf16_nt((a, sa), (b, sb), out)
-    seen_early = out.clone()  # on the default stream: runs while `stream` still sleeps
+    observer = torch.cuda.Stream()
+    with torch.cuda.stream(observer):
+        seen_early = out.clone()  # runs while `stream` still sleeps, unless the GEMM went elsewhere
     torch.cuda.synchronize()
     assert torch.isnan(seen_early).all(), "the GEMM did not wait behind its stream's earlier work"
     ref = dequantize(torch, a, sa, False) @ dequantize(torch, b, sb, True).T

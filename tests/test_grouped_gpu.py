@@ -43,8 +43,11 @@ def test_contiguous_random_tokens_per_expert(groups):
     assert valid.sum() == sum(sizes)
     if valid.any():
         rows = valid.nonzero().squeeze(1)
-        ref = torch.einsum("mk,mnk->mn", a_ref[rows], b_ref[idx[rows]])
-        got = out[rows]
+        ref = torch.empty(a.shape[0], n, device="cuda", dtype=torch.float64)
+        for g in range(groups):
+            mine = idx == g
+            ref[mine] = a_ref[mine] @ b_ref[g].T
+        ref, got = ref[rows], out[rows]
         assert not torch.isnan(got).any(), "rows of experts left unwritten"
         assert calc_diff(torch, got, ref) <= DIFF_LIMIT
     # Blocks made only of padding are skipped: their rows keep the poison.
