@@ -906,11 +906,11 @@ def section_grouped(bench: Bench) -> None:
         "shapes": len(records),
     }
     bench.report.data["summary"]["grouped"] = summary
-    for key in ("geomean_speedup_vs_deepgemm", "geomean_speedup_vs_cublas_loop",
-                "geomean_speedup_vs_scaled_grouped_mm_rowwise"):
+    for key, name in (("geomean_speedup_vs_deepgemm", "DeepGEMM"),
+                      ("geomean_speedup_vs_cublas_loop", "cuBLAS-blockwise-per-group-loop"),
+                      ("geomean_speedup_vs_scaled_grouped_mm_rowwise", "torch._scaled_grouped_mm-ROWWISE")):
         value = summary[key]
-        print(f"geomean grouped pydg {key[len('geomean_speedup_'):]} speedup: "
-              f"{'n/a' if value is None else f'{value:.3f}x'}")
+        print(f"geomean grouped pydg/{name} speedup: {'n/a' if value is None else f'{value:.3f}x'}")
     print(f"grouped: masked within {100 - MASKED_TARGET * 100:.0f}% of dense on {summary['masked_meeting_target']} "
           f"of {summary['masked_shapes']}; pydg correct on {summary['pydg_ok']} of {summary['shapes']}", flush=True)
 

@@ -26,3 +26,9 @@ def dense(m, n, k):
 if __name__ == "__main__":
     for shape in [(256, 512, 1024), (1, 256, 128), (4096, 7168, 2048), (64, 2112, 7168), (300, 392, 656), (128, 24576, 1536)]:
         dense(*shape)
+    # Which stream does a call inside torch.cuda.stream(s) use?
+    from pydg.arrays import current_stream
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        print("torch stream", hex(s.cuda_stream), "pydg sees", hex(current_stream("torch", 0)),
+              "raw getter", hasattr(torch._C, "_cuda_getCurrentRawStream"), flush=True)

@@ -21,11 +21,15 @@ class PtxasReport:
     stack_frame: int
 
     @classmethod
-    def parse(cls, log: str) -> "PtxasReport":
+    def parse(cls, log: str) -> "PtxasReport | None":
+        """The report in an NVRTC log, or None where the log has none."""
+        if re.search(r"Used \d+ registers", log) is None:
+            return None
+
         def number(pattern: str) -> int:
             found = re.search(pattern, log)
             if found is None:
-                raise CudaError("ptxas -v", "NO_RESOURCE_REPORT", f"no match for {pattern!r}", log)
+                raise CudaError("ptxas -v", "INCOMPLETE_RESOURCE_REPORT", f"no match for {pattern!r}", log)
             return int(found.group(1))
 
         return cls(
@@ -40,7 +44,7 @@ class PtxasReport:
 class CompiledCubin:
     cubin: bytes
     log: str
-    ptxas: PtxasReport
+    ptxas: PtxasReport | None  # None only inside compile_cubin, before its retry
 
 
 def _check(call: str, result: tuple, log: str = ""):
@@ -66,6 +70,22 @@ def _program_log(prog) -> str:
 
 def compile_cubin(source: str, name: str, options: list[str]) -> CompiledCubin:
     """Compile `source` for sm_90a. Raises CudaError carrying the whole log on failure."""
+    compiled = _compile(source, name, options)
+    if compiled.ptxas is None:
+        # NVRTC 13 reuses an identical earlier compilation of this process without running ptxas
+        # again, and so without its report: a define that changes nothing makes it compile anew.
+        global _fresh_compiles
+        _fresh_compiles += 1
+        compiled = _compile(source, name, [*options, f"-DPYDG_FRESH_COMPILE={_fresh_compiles}"])
+    if compiled.ptxas is None:
+        raise CudaError("ptxas -v", "NO_RESOURCE_REPORT", "NVRTC's log has no ptxas report", compiled.log)
+    return compiled
+
+
+_fresh_compiles = 0
+
+
+def _compile(source: str, name: str, options: list[str]) -> CompiledCubin:
     prog = _check("nvrtcCreateProgram", nvrtc.nvrtcCreateProgram(source.encode(), name.encode(), 0, [], []))
     try:
         opts = [f"-arch={ARCH}", "-std=c++17", "--ptxas-options=-v", *options]

@@ -26,11 +26,13 @@ struct SmemLayout {
     static constexpr uint32_t kABytes = kBlockM * kBlockK;
     static constexpr uint32_t kBBytes = kBlockN * kBlockK;
     static constexpr uint32_t kSaBytes = kBlockM * 4;
+    static constexpr uint32_t kSbFloats = 4;  // B's scales of the (up to 3) scale blocks a tile spans
     static constexpr uint32_t kStageBytes = kABytes + kBBytes + kSaBytes;  // TMA bytes per stage
     static constexpr uint32_t kAOffset = kDBytes;
     static constexpr uint32_t kBOffset = kAOffset + kNumStages * kABytes;
     static constexpr uint32_t kSaOffset = kBOffset + kNumStages * kBBytes;
-    static constexpr uint32_t kBarrierOffset = kSaOffset + kNumStages * kSaBytes;
+    static constexpr uint32_t kSbOffset = kSaOffset + kNumStages * kSaBytes;
+    static constexpr uint32_t kBarrierOffset = kSbOffset + kNumStages * kSbFloats * 4;
     static constexpr uint32_t kTotalBytes = kBarrierOffset + 2 * kNumStages * 8;
     static_assert(kDBytes % 1024 == 0 && kABytes % 1024 == 0 && kBBytes % 1024 == 0, "swizzle alignment");
     static_assert(kSaBytes % 128 == 0, "TMA destination alignment");
@@ -47,8 +49,9 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     constexpr uint32_t kNumNBlocks = (kShapeN + kBlockN - 1) / kBlockN;
     constexpr uint32_t kNumSbRows = (kShapeN + 127) / 128;  // rows of B's scale blocks per group
     constexpr uint32_t kAccum = kBlockN / 2;                 // accumulators per thread
-    // Whether a tile's columns can span more than one 128-row scale block of B.
+    // How many of B's 128-row scale blocks a tile's columns can span.
     constexpr bool kOneSbPerTile = 128 % kBlockN == 0;
+    constexpr uint32_t kNumSbPerTile = kOneSbPerTile ? 1 : (kBlockN > 128 ? 3 : 2);
     using Layout = SmemLayout<kBlockM, kBlockN, kNumStages>;
     using Wgmma = WgmmaFp8<kBlockN>;
     static_assert(kBlockM == 64 || kBlockM == 128, "one or two math warpgroups of 64 rows");
@@ -60,6 +63,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     uint8_t* smem_a = smem + Layout::kAOffset;
     uint8_t* smem_b = smem + Layout::kBOffset;
     float* smem_sa = reinterpret_cast<float*>(smem + Layout::kSaOffset);
+    float* smem_sb = reinterpret_cast<float*>(smem + Layout::kSbOffset);
     uint64_t* full = reinterpret_cast<uint64_t*>(smem + Layout::kBarrierOffset);
     uint64_t* empty = full + kNumStages;
 
@@ -73,7 +77,8 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
         tma_prefetch_map(&tma_sa);
         tma_prefetch_map(&tma_d);
         for (uint32_t s = 0; s < kNumStages; ++s) {
-            mbar_init(&full[s], 1);
+            // Two arrivals: the producer's expect_tx (TMA bytes) and its cp.async of B's scales.
+            mbar_init(&full[s], 2);
             // One arrival per math warp of each CTA that reads the stage (the peer's too when the
             // stage holds a multicast operand).
             mbar_init(&empty[s], kClusterSize * kNumMathThreads / 32);
@@ -101,6 +106,9 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 const int n_row = tile.n_block * kBlockN;
                 const int group_a = kMode == kMasked ? tile.group : 0;
                 const int group_b = kMode == kDense ? 0 : tile.group;
+                // B's scale rows of the tile's columns (a tile spans up to three 128-row blocks).
+                const uint32_t sb_row = tile.n_block * kBlockN / 128;
+                const float* sb_group = scales_b + static_cast<uint64_t>(group_b) * kNumSbRows * kNumKBlocks;
                 for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
                     mbar_wait(&empty[stage], phase ^ 1);
                     uint64_t* bar = &full[stage];
@@ -125,6 +133,11 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     } else {
                         tma_load_3d(&tma_b, bar, b_dst, k, n_row, group_b);
                     }
+                    float* sb_dst = smem_sb + stage * Layout::kSbFloats;
+#pragma unroll
+                    for (uint32_t j = 0; j < kNumSbPerTile; ++j)
+                        async_copy_4(sb_dst + j, sb_group + min(sb_row + j, kNumSbRows - 1) * kNumKBlocks + kb);
+                    async_copy_arrive(bar);
                     stage = stage + 1 == kNumStages ? 0 : stage + 1;
                     phase ^= stage == 0;
                 }
@@ -145,27 +158,22 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             if (tile.skip)
                 continue;
             const uint32_t n_first = tile.n_block * kBlockN;
-            // B's scales for this tile: up to three 128-row blocks, split at column sb_split1/2.
-            const uint32_t sb_row = n_first / 128;
+            // The tile's columns switch to B's next scale block at sb_split1 (and sb_split2).
             const uint32_t sb_split1 = 128 - n_first % 128;
             const uint32_t sb_split2 = sb_split1 + 128;
-            const float* sb_base = scales_b + static_cast<uint64_t>(tile.group) * kNumSbRows * kNumKBlocks;
-            const float* sb0 = sb_base + sb_row * kNumKBlocks;
-            const float* sb1 = sb_base + min(sb_row + 1, kNumSbRows - 1) * kNumKBlocks;
-            const float* sb2 = sb_base + min(sb_row + 2, kNumSbRows - 1) * kNumKBlocks;
 
 #pragma unroll
             for (uint32_t i = 0; i < kAccum; ++i)
                 final_accum[i] = 0.0f;
 
             for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
-                // Issued before the wait so that the loads' latency hides behind it.
-                const float b_scale0 = load_global_nc(sb0 + kb);
-                const float b_scale1 = kOneSbPerTile ? 0.0f : load_global_nc(sb1 + kb);
-                const float b_scale2 = kBlockN > 128 ? load_global_nc(sb2 + kb) : 0.0f;
                 mbar_wait(&full[stage], phase);
                 const float a_scale0 = smem_sa[stage * kBlockM + row0];
                 const float a_scale1 = smem_sa[stage * kBlockM + row1];
+                const float* sb = smem_sb + stage * Layout::kSbFloats;
+                const float b_scale0 = sb[0];
+                const float b_scale1 = kNumSbPerTile > 1 ? sb[1] : 0.0f;
+                const float b_scale2 = kNumSbPerTile > 2 ? sb[2] : 0.0f;
 
                 const uint64_t desc_a = wgmma_desc_sw128(smem_a + stage * Layout::kABytes + math_group * 64 * kBlockK);
                 const uint64_t desc_b = wgmma_desc_sw128(smem_b + stage * Layout::kBBytes);

@@ -18,10 +18,10 @@ L2_BYTES_PER_SM = 70e9
 DRAM_BYTES = 3.0e12
 TILE_OVERHEAD_S = 0.4e-6  # prologue, epilogue and pipeline fill of one tile
 
-BLOCK_NS = tuple(range(16, 209, 16))
+BLOCK_NS = tuple(range(16, 193, 16))
 # Each math thread holds two accumulators of block_n / 2 floats (wgmma's and the promoted FP32 sum);
 # past these widths ptxas spills (tests/test_kernels.py checks every variant).
-MAX_BLOCK_N = {64: 192, 128: 208}
+MAX_BLOCK_N = {64: 192, 128: 192}
 MAX_STAGES = 8
 MIN_STAGES = 3
 BAND = 16

@@ -12,10 +12,10 @@ MODE_IDS = {"dense": 0, "contiguous": 1, "masked": 2}
 
 
 def smem_bytes(block_m: int, block_n: int, num_stages: int) -> int:
-    """Shared memory of the kernel: output tile, then per stage A, B and A's scales, then barriers.
-    Mirrors SmemLayout in fp8_gemm.cuh."""
+    """Shared memory of the kernel: output tile, then per stage A, B, A's scales and B's scales,
+    then barriers. Mirrors SmemLayout in fp8_gemm.cuh."""
     output = block_m * block_n * 2
-    stage = block_m * BLOCK_K + block_n * BLOCK_K + block_m * 4
+    stage = block_m * BLOCK_K + block_n * BLOCK_K + block_m * 4 + 16
     return output + num_stages * stage + 2 * num_stages * 8
 
 
