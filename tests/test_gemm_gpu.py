@@ -82,6 +82,8 @@ def test_non_default_stream_is_used():
     a, sa = quantized_pair(torch, m, k, per_block=False)
     b, sb = quantized_pair(torch, n, k, per_block=True)
     out = nan_like(torch, (m, n))
+    pydg.gemm_fp8_fp8_bf16_nt((a, sa), (b, sb), out)  # compile and load now, not while `stream` sleeps
+    out.fill_(float("nan"))
     torch.cuda.synchronize()
     stream = torch.cuda.Stream()
     with torch.cuda.stream(stream):
