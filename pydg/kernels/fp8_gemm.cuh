@@ -142,6 +142,16 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     phase ^= stage == 0;
                 }
             }
+            // The peer CTA's math warps arrive on this CTA's empty barriers: wait until the last
+            // uses of every stage have been released before the CTA may exit. (The other producer
+            // threads exit at once rather than idle in a cluster barrier beside the math warps.)
+            if (kClusterSize > 1) {
+                for (uint32_t s = 0; s < kNumStages; ++s) {
+                    mbar_wait(&empty[stage], phase ^ 1);
+                    stage = stage + 1 == kNumStages ? 0 : stage + 1;
+                    phase ^= stage == 0;
+                }
+            }
         }
     } else {
         // ---------------------------------------------------------------- math
@@ -260,10 +270,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
         }
         bulk_wait_read();
     }
-
-    // A CTA must not exit while its peer may still arrive on its barriers.
-    if (kClusterSize > 1)
-        cluster_sync();
 }
 
 }  // namespace pydg
