@@ -142,13 +142,26 @@ def _pad_last_two_torch(x: Any, rows: int, cols: int) -> Any:
     return F.pad(x, (0, pad_cols, 0, pad_rows)) if pad_cols or pad_rows else x.contiguous()
 
 
+def _scales_torch(amax: Any) -> Any:
+    """float32 scales from float32 block maxima: max(amax, 1e-4) / 448, correctly rounded.
+
+    torch divides by a Python scalar as a multiplication by its reciprocal (fl(1/448) is inexact:
+    1 ulp off for about half the scales, seen on an H100 and on the CPU). A true float64 division
+    (tensor by tensor) rounded to float32 gives the correctly rounded quotient, as numpy and CuPy.
+    """
+    import torch
+
+    floored = amax.clamp(min=AMAX_FLOOR).double()
+    return (floored / torch.full_like(floored, E4M3_MAX)).float()
+
+
 def _per_token_torch(x: Any) -> tuple[Any, Any]:
     import torch
 
     *lead, m, k = x.shape
     kb = ceil_div(k, BLOCK)
     blocks = _pad_last_two_torch(x, m, kb * BLOCK).view(*lead, m, kb, BLOCK)
-    scales = blocks.abs().amax(dim=-1).clamp(min=AMAX_FLOOR) / E4M3_MAX    # float32 (..., M, KB)
+    scales = _scales_torch(blocks.abs().amax(dim=-1))                      # float32 (..., M, KB)
     codes = (blocks / scales.unsqueeze(-1)).to(torch.float8_e4m3fn)
     return codes.view(*lead, m, kb * BLOCK)[..., :k].contiguous(), scales
 
@@ -159,7 +172,7 @@ def _per_block_torch(x: Any) -> tuple[Any, Any]:
     *lead, n, k = x.shape
     nb, kb = ceil_div(n, BLOCK), ceil_div(k, BLOCK)
     blocks = _pad_last_two_torch(x, nb * BLOCK, kb * BLOCK).view(*lead, nb, BLOCK, kb, BLOCK)
-    scales = blocks.abs().amax(dim=(-3, -1)).clamp(min=AMAX_FLOOR) / E4M3_MAX  # float32 (..., NB, KB)
+    scales = _scales_torch(blocks.abs().amax(dim=(-3, -1)))                # float32 (..., NB, KB)
     codes = (blocks / scales[..., :, None, :, None]).to(torch.float8_e4m3fn)
     codes = codes.view(*lead, nb * BLOCK, kb * BLOCK)[..., :n, :k]
     return codes.contiguous(), scales.contiguous()

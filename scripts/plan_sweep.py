@@ -40,7 +40,8 @@ def sweep(m, n, k):
     stream = torch.cuda.current_stream().cuda_stream
     chosen = choose_plan("dense", m, n, k, 1, 132)
     plans = sorted(candidate_plans("dense", m, n, k, 1, 132), key=estimate_seconds)[:10]
-    extra = [replace(chosen, cluster_size=1, multicast="none", inner_axis="n")]
+    extra = [replace(chosen, cluster_size=1, multicast="none", inner_axis="n"),
+             replace(chosen, cluster_size=2, multicast="none")]
     results = []
     for plan in [chosen] + extra + plans:
         launcher = GemmLauncher(plan, ops, 0)

@@ -39,7 +39,7 @@ struct SmemLayout {
 };
 
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kShapeN,
-          uint32_t kShapeK, uint32_t kClusterSize, bool kMulticastA, bool kInnerIsM>
+          uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM>
 DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma_sa, const TmaMap& tma_d,
                      const float* __restrict__ scales_b, uint8_t* d_ptr, const int* grouping, uint32_t shape_m,
                      uint32_t num_groups, uint32_t band) {
@@ -57,6 +57,10 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     static_assert(kBlockM == 64 || kBlockM == 128, "one or two math warpgroups of 64 rows");
     static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "block_n");
     static_assert(kClusterSize == 1 || kClusterSize == 2, "cluster size");
+    // kMulticast: 0 = each CTA loads its own operands, 1 = the pair shares A, 2 = the pair shares B.
+    constexpr bool kMulticastA = kClusterSize > 1 && kMulticast == 1;
+    constexpr bool kMulticastB = kClusterSize > 1 && kMulticast == 2;
+    constexpr uint32_t kSharing = kMulticastA || kMulticastB ? kClusterSize : 1;  // CTAs reading a stage
 
     extern __shared__ __align__(1024) uint8_t smem[];
     uint8_t* smem_d = smem;
@@ -81,7 +85,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             mbar_init(&full[s], 2);
             // One arrival per math warp of each CTA that reads the stage (the peer's too when the
             // stage holds a multicast operand).
-            mbar_init(&empty[s], kClusterSize * kNumMathThreads / 32);
+            mbar_init(&empty[s], kSharing * kNumMathThreads / 32);
         }
         fence_barrier_init();
     }
@@ -118,7 +122,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     float* sa_dst = smem_sa + stage * kBlockM;
                     const int k = kb * kBlockK;
                     // In a pair, rank 0 loads the shared operand into both CTAs; each loads its own other one.
-                    if (kClusterSize > 1 && kMulticastA) {
+                    if (kMulticastA) {
                         if (cta_rank == 0) {
                             tma_load_3d_multicast(&tma_a, bar, a_dst, k, m_row, group_a, 0x3);
                             tma_load_3d_multicast(&tma_sa, bar, sa_dst, m_row, kb, group_a, 0x3);
@@ -127,7 +131,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                         tma_load_3d(&tma_a, bar, a_dst, k, m_row, group_a);
                         tma_load_3d(&tma_sa, bar, sa_dst, m_row, kb, group_a);
                     }
-                    if (kClusterSize > 1 && !kMulticastA) {
+                    if (kMulticastB) {
                         if (cta_rank == 0)
                             tma_load_3d_multicast(&tma_b, bar, b_dst, k, n_row, group_b, 0x3);
                     } else {
@@ -145,7 +149,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             // The peer CTA's math warps arrive on this CTA's empty barriers: wait until the last
             // uses of every stage have been released before the CTA may exit. (The other producer
             // threads exit at once rather than idle in a cluster barrier beside the math warps.)
-            if (kClusterSize > 1) {
+            if (kSharing > 1) {
                 for (uint32_t s = 0; s < kNumStages; ++s) {
                     mbar_wait(&empty[stage], phase ^ 1);
                     stage = stage + 1 == kNumStages ? 0 : stage + 1;
@@ -204,10 +208,10 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 wgmma_wait<0>();
 
                 // The stage's data is in registers: hand it back to the producer(s).
-                if (kClusterSize == 1) {
+                if (kSharing == 1) {
                     if (lane == 0)
                         mbar_arrive(&empty[stage]);
-                } else if (lane < kClusterSize) {
+                } else if (lane < kSharing) {
                     mbar_arrive_cluster(&empty[stage], lane);
                 }
 

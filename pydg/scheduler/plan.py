@@ -98,7 +98,7 @@ class GemmPlan:
             "PYDG_SHAPE_N": str(self.n),
             "PYDG_SHAPE_K": str(self.k),
             "PYDG_CLUSTER_SIZE": str(self.cluster_size),
-            "PYDG_MULTICAST_A": "true" if self.multicast == "a" else "false",
+            "PYDG_MULTICAST": {"none": "0", "a": "1", "b": "2"}[self.multicast],
             "PYDG_INNER_IS_M": "true" if self.inner_axis == "m" else "false",
         }
 
@@ -130,8 +130,6 @@ class GemmPlan:
                 problems.append("multicast a needs n inner and an even number of n blocks")
             if self.multicast == "b" and (self.inner_axis != "m" or self.num_m_blocks % 2 or self.mode != "dense"):
                 problems.append("multicast b needs dense, m inner and an even number of m blocks")
-            if self.multicast not in ("a", "b"):
-                problems.append("a cluster of 2 without multicast")
         elif self.multicast != "none":
             problems.append("multicast without a cluster")
         if problems:
