@@ -90,7 +90,9 @@ DEVICE void mbar_arrive(uint64_t* bar) {
 DEVICE void mbar_arrive_cluster(uint64_t* bar, uint32_t cta_rank) {
     uint32_t remote;
     asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(smem_addr(bar)), "r"(cta_rank));
-    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
+    // Default (CTA-scope release) semantics: the stage's reads finished with wgmma.wait_group, so a
+    // cluster-scope release, which stalls the arriving warp, buys nothing here.
+    asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
 }
 
 // ---- TMA ----------------------------------------------------------------------------------------
