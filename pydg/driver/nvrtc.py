@@ -72,11 +72,11 @@ def compile_cubin(source: str, name: str, options: list[str]) -> CompiledCubin:
     """Compile `source` for sm_90a. Raises CudaError carrying the whole log on failure."""
     compiled = _compile(source, name, options)
     if compiled.ptxas is None:
-        # NVRTC 13 reuses an identical earlier compilation of this process without running ptxas
-        # again, and so without its report: a define that changes nothing makes it compile anew.
+        # NVRTC 13 reuses PTX it has already assembled in this process without running ptxas again,
+        # and so without its report: PYDG_PTX_NONCE adds a global to the PTX (fp8_gemm.cu).
         global _fresh_compiles
         _fresh_compiles += 1
-        compiled = _compile(source, name, [*options, f"-DPYDG_FRESH_COMPILE={_fresh_compiles}"])
+        compiled = _compile(source, name, [*options, f"-DPYDG_PTX_NONCE={_fresh_compiles}"])
     if compiled.ptxas is None:
         raise CudaError("ptxas -v", "NO_RESOURCE_REPORT", "NVRTC's log has no ptxas report", compiled.log)
     return compiled
