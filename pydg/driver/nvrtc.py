@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -72,17 +73,14 @@ def compile_cubin(source: str, name: str, options: list[str]) -> CompiledCubin:
     """Compile `source` for sm_90a. Raises CudaError carrying the whole log on failure."""
     compiled = _compile(source, name, options)
     if compiled.ptxas is None:
-        # NVRTC 13 reuses PTX it has already assembled in this process without running ptxas again,
-        # and so without its report: PYDG_PTX_NONCE adds a global to the PTX (fp8_gemm.cu).
-        global _fresh_compiles
-        _fresh_compiles += 1
-        compiled = _compile(source, name, [*options, f"-DPYDG_PTX_NONCE={_fresh_compiles}"])
+        # NVRTC 13 reuses PTX it has already assembled (in this process or, through its own cache,
+        # an earlier one) without running ptxas again, and so without its report: PYDG_PTX_NONCE
+        # adds a global that no earlier compilation had to the PTX (fp8_gemm.cu).
+        nonce = secrets.randbits(31)
+        compiled = _compile(source, name, [*options, f"-DPYDG_PTX_NONCE={nonce}"])
     if compiled.ptxas is None:
         raise CudaError("ptxas -v", "NO_RESOURCE_REPORT", "NVRTC's log has no ptxas report", compiled.log)
     return compiled
-
-
-_fresh_compiles = 0
 
 
 def _compile(source: str, name: str, options: list[str]) -> CompiledCubin:
