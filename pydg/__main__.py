@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 from typing import Any, Sequence
 
 DIFF_LIMIT = 1e-5      # CONTRACT.md's accuracy bound (calc_diff against the float64 reference)
@@ -174,8 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return 0 if run_once(args.m, args.n, args.k) else 1
-    except Exception as err:  # the user sees what failed, in one line, and a failing exit status
+    except Exception as err:  # the user sees what failed and where, and a failing exit status
         print(f"\nRunning the GEMM failed: {type(err).__name__}: {err}")
+        traceback.print_exc()
         return 1
 
 
