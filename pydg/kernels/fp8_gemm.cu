@@ -7,7 +7,7 @@
 __device__ int pydg_ptx_nonce = PYDG_PTX_NONCE;
 #endif
 
-extern "C" __global__ void __launch_bounds__((PYDG_BLOCK_M / 64 + 1) * 128, 1)
+extern "C" __global__ void __launch_bounds__((PYDG_BLOCK_M == 64 ? 2 : 3) * 128, 1)
 pydg_fp8_gemm(const __grid_constant__ TmaMap tma_a, const __grid_constant__ TmaMap tma_b,
               const __grid_constant__ TmaMap tma_sa, const __grid_constant__ TmaMap tma_d,
               const float* scales_b, uint8_t* d, const int* grouping, uint32_t shape_m,

@@ -38,23 +38,47 @@ struct SmemLayout {
     static_assert(kSaBytes % 128 == 0, "TMA destination alignment");
 };
 
+// The output tile in shared memory. Tiles whose width is a multiple of 64 are kept as column
+// chunks of 64 BF16 (128 bytes per row) with TMA's 128-byte swizzle: the 16-byte pieces of a row
+// are permuted by (row % 8), so the eight rows of one stmatrix land in eight different bank
+// groups instead of all in one (a plain row-major tile of 128 or 256 columns is an 8-way
+// conflict). Other widths stay row-major (their row pitch is not a multiple of 128 bytes).
+template <uint32_t kBlockM, uint32_t kBlockN>
+struct OutputTile {
+    static constexpr bool kSwizzled = kBlockN % 64 == 0;
+    static constexpr uint32_t kChunkCols = kSwizzled ? 64 : kBlockN;  // columns per TMA store
+    static constexpr uint32_t kChunkBytes = kBlockM * kChunkCols * 2;
+
+    // Byte offset of the 8 columns (16 bytes) starting at `col` (a multiple of 8) of `row`.
+    DEVICE static uint32_t offset(uint32_t row, uint32_t col) {
+        if (!kSwizzled)
+            return (row * kBlockN + col) * 2;
+        const uint32_t piece = (col % 64) / 8;
+        return (col / 64) * kChunkBytes + row * 128 + ((piece ^ (row % 8)) * 16);
+    }
+};
+
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kShapeN,
           uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM>
 DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma_sa, const TmaMap& tma_d,
                      const float* __restrict__ scales_b, uint8_t* d_ptr, const int* grouping, uint32_t shape_m,
                      uint32_t num_groups, uint32_t band) {
-    constexpr uint32_t kNumMathGroups = kBlockM / 64;
+    // One math warpgroup per 64 rows up to two; a 256-row tile gives each warpgroup two 64-row
+    // sub-blocks (rows g*64 and g*64 + 128), so each stage of B feeds four wgmma row blocks.
+    constexpr uint32_t kNumMathGroups = kBlockM == 64 ? 1 : 2;
+    constexpr uint32_t kNumSubBlocks = kBlockM / (64 * kNumMathGroups);
     constexpr uint32_t kNumMathThreads = kNumMathGroups * 128;
     constexpr uint32_t kNumKBlocks = (kShapeK + kBlockK - 1) / kBlockK;
     constexpr uint32_t kNumNBlocks = (kShapeN + kBlockN - 1) / kBlockN;
     constexpr uint32_t kNumSbRows = (kShapeN + 127) / 128;  // rows of B's scale blocks per group
-    constexpr uint32_t kAccum = kBlockN / 2;                 // accumulators per thread
+    constexpr uint32_t kAccum = kBlockN / 2;                 // accumulators per thread per sub-block
     // How many of B's 128-row scale blocks a tile's columns can span.
     constexpr bool kOneSbPerTile = 128 % kBlockN == 0;
     constexpr uint32_t kNumSbPerTile = kOneSbPerTile ? 1 : (kBlockN > 128 ? 3 : 2);
     using Layout = SmemLayout<kBlockM, kBlockN, kNumStages>;
+    using Out = OutputTile<kBlockM, kBlockN>;
     using Wgmma = WgmmaFp8<kBlockN>;
-    static_assert(kBlockM == 64 || kBlockM == 128, "one or two math warpgroups of 64 rows");
+    static_assert(kBlockM == 64 || kBlockM == 128 || kBlockM == 256, "block_m");
     static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "block_n");
     static_assert(kClusterSize == 1 || kClusterSize == 2, "cluster size");
     // kMulticast: 0 = each CTA loads its own operands, 1 = the pair shares A, 2 = the pair shares B.
@@ -160,13 +184,20 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     } else {
         // ---------------------------------------------------------------- math
         registers_increase<kNumMathGroups == 1 ? 248 : 232>();
-        const uint32_t math_group = thread / 128;
+        // Broadcast from lane 0 so that the compiler knows the value is the same in the whole warp:
+        // the descriptor arithmetic below then stays in uniform registers, off the vector pipes.
+        const uint32_t math_group = __shfl_sync(0xffffffff, thread / 128, 0);
         const uint32_t warp_in_group = warp % 4;
-        // The two accumulator rows of this thread within the tile (wgmma's m64 fragment layout).
+        // The two accumulator rows of this thread within a 64-row block (wgmma's m64 fragment layout).
         const uint32_t row0 = math_group * 64 + warp_in_group * 16 + lane / 4;
         const uint32_t row1 = row0 + 8;
+        constexpr uint32_t kSubRows = 64 * kNumMathGroups;  // rows between a warpgroup's sub-blocks
+        // Descriptors advance in 16-byte units: per stage, per sub-block and per 32 of K (32 bytes
+        // inside a 128-byte swizzle row; the hardware applies the swizzle to the address).
+        const uint64_t desc_a0 = wgmma_desc_sw128(smem_a + math_group * 64 * kBlockK);
+        const uint64_t desc_b0 = wgmma_desc_sw128(smem_b);
         uint32_t stage = 0, phase = 0;
-        float accum[kAccum], final_accum[kAccum];
+        float accum[kAccum], final_accum[kNumSubBlocks][kAccum];
 
         while (scheduler.next(tile)) {
             if (tile.skip)
@@ -177,61 +208,68 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             const uint32_t sb_split2 = sb_split1 + 128;
 
 #pragma unroll
-            for (uint32_t i = 0; i < kAccum; ++i)
-                final_accum[i] = 0.0f;
+            for (uint32_t s = 0; s < kNumSubBlocks; ++s)
+#pragma unroll
+                for (uint32_t i = 0; i < kAccum; ++i)
+                    final_accum[s][i] = 0.0f;
 
             for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
                 mbar_wait(&full[stage], phase);
-                const float a_scale0 = smem_sa[stage * kBlockM + row0];
-                const float a_scale1 = smem_sa[stage * kBlockM + row1];
                 const float* sb = smem_sb + stage * Layout::kSbFloats;
                 const float b_scale0 = sb[0];
                 const float b_scale1 = kNumSbPerTile > 1 ? sb[1] : 0.0f;
                 const float b_scale2 = kNumSbPerTile > 2 ? sb[2] : 0.0f;
+                const uint64_t desc_a = desc_a0 + stage * (Layout::kABytes / 16);
+                const uint64_t desc_b = desc_b0 + stage * (Layout::kBBytes / 16);
 
-                const uint64_t desc_a = wgmma_desc_sw128(smem_a + stage * Layout::kABytes + math_group * 64 * kBlockK);
-                const uint64_t desc_b = wgmma_desc_sw128(smem_b + stage * Layout::kBBytes);
 #pragma unroll
-                for (uint32_t i = 0; i < kAccum; ++i)
-                    fence_operand(accum[i]);
-                wgmma_fence();
+                for (uint32_t s = 0; s < kNumSubBlocks; ++s) {
+                    const float a_scale0 = smem_sa[stage * kBlockM + s * kSubRows + row0];
+                    const float a_scale1 = smem_sa[stage * kBlockM + s * kSubRows + row1];
 #pragma unroll
-                for (uint32_t k = 0; k < kBlockK / kWgmmaK; ++k) {
-                    // Inside a 128-byte swizzle row, stepping K by 32 bytes moves the start address by
-                    // 32 bytes (2 in the descriptor's 16-byte units); the hardware applies the swizzle.
-                    Wgmma::mma(desc_a + k * (kWgmmaK / 16), desc_b + k * (kWgmmaK / 16), accum, k > 0);
-                }
-                wgmma_commit();
+                    for (uint32_t i = 0; i < kAccum; ++i)
+                        fence_operand(accum[i]);
+                    wgmma_fence();
 #pragma unroll
-                for (uint32_t i = 0; i < kAccum; ++i)
-                    fence_operand(accum[i]);
-                wgmma_wait<0>();
+                    for (uint32_t k = 0; k < kBlockK / kWgmmaK; ++k)
+                        Wgmma::mma(desc_a + s * (kSubRows * kBlockK / 16) + k * (kWgmmaK / 16),
+                                   desc_b + k * (kWgmmaK / 16), accum, k > 0);
+                    wgmma_commit();
+#pragma unroll
+                    for (uint32_t i = 0; i < kAccum; ++i)
+                        fence_operand(accum[i]);
+                    wgmma_wait<0>();
 
-                // The stage's data is in registers: hand it back to the producer(s).
-                if (kSharing == 1) {
-                    if (lane == 0)
-                        mbar_arrive(&empty[stage]);
-                } else if (lane < kSharing) {
-                    mbar_arrive_cluster(&empty[stage], lane);
-                }
+                    // After the last sub-block's MMAs the stage is in registers: hand it back to
+                    // the producer(s).
+                    if (s + 1 == kNumSubBlocks) {
+                        if (kSharing == 1) {
+                            if (lane == 0)
+                                mbar_arrive(&empty[stage]);
+                        } else if (lane < kSharing) {
+                            mbar_arrive_cluster(&empty[stage], lane);
+                        }
+                    }
 
-                // Two-level accumulation: the tensor cores' partial sum over this 128 of K is scaled
-                // and added into FP32 registers, so the FP8 products never accumulate across scales.
-                const float s00 = a_scale0 * b_scale0, s10 = a_scale1 * b_scale0;
-                const float s01 = a_scale0 * b_scale1, s11 = a_scale1 * b_scale1;
-                const float s02 = a_scale0 * b_scale2, s12 = a_scale1 * b_scale2;
+                    // Two-level accumulation: the tensor cores' partial sum over this 128 of K is
+                    // scaled and added into FP32 registers, so FP8 products never accumulate
+                    // across scales.
+                    const float s00 = a_scale0 * b_scale0, s10 = a_scale1 * b_scale0;
+                    const float s01 = a_scale0 * b_scale1, s11 = a_scale1 * b_scale1;
+                    const float s02 = a_scale0 * b_scale2, s12 = a_scale1 * b_scale2;
 #pragma unroll
-                for (uint32_t i = 0; i < kAccum / 4; ++i) {
-                    // 8-column chunk i of the fragment: which of B's scale blocks its columns are in.
-                    const uint32_t col = i * 8;
-                    const bool second = !kOneSbPerTile && col >= sb_split1;
-                    const bool third = kBlockN > 128 && col >= sb_split2;
-                    const float scale0 = third ? s02 : (second ? s01 : s00);
-                    const float scale1 = third ? s12 : (second ? s11 : s10);
-                    final_accum[i * 4 + 0] += scale0 * accum[i * 4 + 0];
-                    final_accum[i * 4 + 1] += scale0 * accum[i * 4 + 1];
-                    final_accum[i * 4 + 2] += scale1 * accum[i * 4 + 2];
-                    final_accum[i * 4 + 3] += scale1 * accum[i * 4 + 3];
+                    for (uint32_t i = 0; i < kAccum / 4; ++i) {
+                        // 8-column chunk i of the fragment: which of B's scale blocks its columns are in.
+                        const uint32_t col = i * 8;
+                        const bool second = !kOneSbPerTile && col >= sb_split1;
+                        const bool third = kBlockN > 128 && col >= sb_split2;
+                        const float scale0 = third ? s02 : (second ? s01 : s00);
+                        const float scale1 = third ? s12 : (second ? s11 : s10);
+                        final_accum[s][i * 4 + 0] += scale0 * accum[i * 4 + 0];
+                        final_accum[s][i * 4 + 1] += scale0 * accum[i * 4 + 1];
+                        final_accum[s][i * 4 + 2] += scale1 * accum[i * 4 + 2];
+                        final_accum[s][i * 4 + 3] += scale1 * accum[i * 4 + 3];
+                    }
                 }
                 stage = stage + 1 == kNumStages ? 0 : stage + 1;
                 phase ^= stage == 0;
@@ -242,15 +280,18 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             bulk_wait_read();
             named_barrier_sync(1, kNumMathThreads);
             const uint32_t matrix = lane / 8;
-            const uint32_t st_row = math_group * 64 + warp_in_group * 16 + lane % 8 + (matrix % 2) * 8;
 #pragma unroll
-            for (uint32_t c = 0; c < kBlockN / 16; ++c) {
-                const uint32_t st_col = c * 16 + (matrix / 2) * 8;
-                stmatrix_x4(smem_d + (st_row * kBlockN + st_col) * 2,
-                            pack_bf16x2(final_accum[c * 8 + 0], final_accum[c * 8 + 1]),
-                            pack_bf16x2(final_accum[c * 8 + 2], final_accum[c * 8 + 3]),
-                            pack_bf16x2(final_accum[c * 8 + 4], final_accum[c * 8 + 5]),
-                            pack_bf16x2(final_accum[c * 8 + 6], final_accum[c * 8 + 7]));
+            for (uint32_t s = 0; s < kNumSubBlocks; ++s) {
+                const uint32_t st_row = s * kSubRows + math_group * 64 + warp_in_group * 16 + lane % 8 + (matrix % 2) * 8;
+#pragma unroll
+                for (uint32_t c = 0; c < kBlockN / 16; ++c) {
+                    const uint32_t st_col = c * 16 + (matrix / 2) * 8;
+                    stmatrix_x4(smem_d + Out::offset(st_row, st_col),
+                                pack_bf16x2(final_accum[s][c * 8 + 0], final_accum[s][c * 8 + 1]),
+                                pack_bf16x2(final_accum[s][c * 8 + 2], final_accum[s][c * 8 + 3]),
+                                pack_bf16x2(final_accum[s][c * 8 + 4], final_accum[s][c * 8 + 5]),
+                                pack_bf16x2(final_accum[s][c * 8 + 6], final_accum[s][c * 8 + 7]));
+                }
             }
             fence_proxy_async_smem();
             named_barrier_sync(1, kNumMathThreads);
@@ -260,16 +301,24 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             if (tile.rows == kBlockM) {
                 // TMA clips rows past the tensor's end and columns past N.
                 if (thread == 0) {
-                    tma_store_3d(&tma_d, smem_d, n_first, m_row, group_d);
+#pragma unroll
+                    for (uint32_t c = 0; c < kBlockN / Out::kChunkCols; ++c)
+                        tma_store_3d(&tma_d, smem_d + c * Out::kChunkBytes, n_first + c * Out::kChunkCols, m_row,
+                                     group_d);
                     bulk_commit();
                 }
-            } else if (thread < tile.rows) {
+            } else {
                 // A masked group ends inside this tile: rows past masked_m must not be written, so
-                // each valid row goes out on its own.
-                const uint32_t cols = min(kBlockN, kShapeN - n_first);
-                const uint64_t row = static_cast<uint64_t>(group_d) * shape_m + m_row + thread;
-                bulk_store(d_ptr + (row * kShapeN + n_first) * 2, smem_d + thread * kBlockN * 2, cols * 2);
-                bulk_commit();
+                // the valid rows go out 16 bytes at a time from the math threads.
+                const uint32_t pieces = min(kBlockN, kShapeN - n_first) / 8;
+                uint8_t* d_tile = d_ptr + ((static_cast<uint64_t>(group_d) * shape_m + m_row) * kShapeN + n_first) * 2;
+                for (uint32_t i = thread; i < tile.rows * pieces; i += kNumMathThreads) {
+                    const uint32_t row = i / pieces, col = (i % pieces) * 8;
+                    store_global_16(d_tile + (static_cast<uint64_t>(row) * kShapeN + col) * 2,
+                                    load_shared_16(smem_d + Out::offset(row, col)));
+                }
+                // The next tile's stmatrix must not overwrite smem_d before every thread read it.
+                named_barrier_sync(1, kNumMathThreads);
             }
         }
         bulk_wait_read();

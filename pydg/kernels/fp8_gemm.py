@@ -48,7 +48,10 @@ def tensor_map_specs(plan: GemmPlan, ops: GemmOperands) -> tuple[TensorMapSpec, 
                       swizzle="128B"),
         TensorMapSpec("lhs scales", "float32", ops.sa.ptr, (m, k_blocks, groups_a),
                       (m_aligned * 4, m_aligned * k_blocks * 4), (plan.block_m, 1, 1), l2_promotion="none"),
-        TensorMapSpec("out", "bfloat16", ops.out.ptr, (n, m, groups_a), (n * 2, m * n * 2), (plan.block_n, plan.block_m, 1),
+        # Stored in chunks of output_chunk_cols columns; 64-column chunks are 128-byte rows, swizzled
+        # as the kernel's OutputTile wrote them.
+        TensorMapSpec("out", "bfloat16", ops.out.ptr, (n, m, groups_a), (n * 2, m * n * 2),
+                      (plan.output_chunk_cols, plan.block_m, 1), swizzle="128B" if plan.swizzled_output else "none",
                       l2_promotion="none"),
     )
 

@@ -125,13 +125,6 @@ DEVICE void tma_store_3d(const TmaMap* map, const void* src, int c0, int c1, int
                  : "memory");
 }
 
-// A plain (non-tensor) bulk copy of `bytes` (a multiple of 16) from shared to global memory.
-DEVICE void bulk_store(void* dst, const void* src, uint32_t bytes) {
-    asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;"
-                 ::"l"(dst), "r"(smem_addr(src)), "r"(bytes)
-                 : "memory");
-}
-
 DEVICE void bulk_commit() {
     asm volatile("cp.async.bulk.commit_group;" ::: "memory");
 }
@@ -194,6 +187,23 @@ DEVICE uint32_t pack_bf16x2(float lo, float hi) {
 DEVICE void stmatrix_x4(void* dst, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
     asm volatile("stmatrix.sync.aligned.x4.m8n8.shared.b16 [%0], {%1, %2, %3, %4};"
                  ::"r"(smem_addr(dst)), "r"(r0), "r"(r1), "r"(r2), "r"(r3)
+                 : "memory");
+}
+
+struct alignas(16) Bytes16 {
+    uint32_t x, y, z, w;
+};
+
+DEVICE Bytes16 load_shared_16(const void* src) {
+    Bytes16 v;
+    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "r"(smem_addr(src)));
+    return v;
+}
+
+DEVICE void store_global_16(void* dst, Bytes16 v) {
+    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(dst), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
                  : "memory");
 }
 

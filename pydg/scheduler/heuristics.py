@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pydg.scheduler.plan import BLOCK_K, MAX_SMEM_BYTES, GemmPlan, smem_bytes
+from pydg.scheduler.plan import BLOCK_K, CONTIGUOUS_BLOCK_M_LIMIT, MAX_SMEM_BYTES, GemmPlan, smem_bytes
 from pydg.utils import ceil_div
 
 # Measured-order-of-magnitude constants of an H100 SXM; only their ratios steer choices.
@@ -21,7 +21,8 @@ TILE_OVERHEAD_S = 0.4e-6  # prologue, epilogue and pipeline fill of one tile
 BLOCK_NS = tuple(range(16, 193, 16))
 # Each math thread holds two accumulators of block_n / 2 floats (wgmma's and the promoted FP32 sum);
 # past these widths ptxas spills (tests/test_kernels.py checks every variant).
-MAX_BLOCK_N = {64: 192, 128: 192}
+# A 256-row tile keeps two promoted sums per thread (its two 64-row sub-blocks) beside wgmma's.
+MAX_BLOCK_N = {64: 192, 128: 192, 256: 128}
 MAX_STAGES = 8
 MIN_STAGES = 3
 BAND = 16
@@ -73,7 +74,9 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
     """Every plan the heuristic considers for the shape, each one valid."""
     expected = m if expected_m is None else max(1, min(expected_m, m))
     rows = expected if mode == "masked" else m
-    block_ms = (64,) if rows <= 64 else (64, 128)
+    block_ms = [64] if rows <= 64 else [64, 128]
+    if rows > 128 and (mode != "contiguous" or CONTIGUOUS_BLOCK_M_LIMIT >= 256):
+        block_ms.append(256)
     for block_m in block_ms:
         for block_n in BLOCK_NS:
             if block_n > max(16, ceil_div(n, 16) * 16) or block_n > MAX_BLOCK_N[block_m]:

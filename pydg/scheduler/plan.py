@@ -3,11 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pydg.layout import CONTIGUOUS_M_ALIGNMENT
 from pydg.utils import ceil_div
 
 BLOCK_K = 128            # one scale block of K per pipeline stage
 MAX_SMEM_BYTES = 232448  # Hopper's opt-in shared memory per block (227 KiB)
 MODES = ("dense", "contiguous", "masked")
+BLOCK_MS = (64, 128, 256)
+# A contiguous-layout block of rows must belong to one expert: no taller than the segment alignment.
+CONTIGUOUS_BLOCK_M_LIMIT = CONTIGUOUS_M_ALIGNMENT
 MODE_IDS = {"dense": 0, "contiguous": 1, "masked": 2}
 
 
@@ -47,7 +51,19 @@ class GemmPlan:
 
     @property
     def num_math_groups(self) -> int:
-        return self.block_m // 64
+        """Math warpgroups: one per 64 rows, at most two (a 256-row tile gives each two sub-blocks)."""
+        return 1 if self.block_m == 64 else 2
+
+    @property
+    def swizzled_output(self) -> bool:
+        """Whether the output tile is staged as 128-byte-swizzled 64-column chunks (OutputTile in
+        fp8_gemm.cuh): widths that are a multiple of 64."""
+        return self.block_n % 64 == 0
+
+    @property
+    def output_chunk_cols(self) -> int:
+        """Columns of D per TMA store."""
+        return 64 if self.swizzled_output else self.block_n
 
     @property
     def threads(self) -> int:
@@ -113,8 +129,10 @@ class GemmPlan:
         problems = []
         if self.mode not in MODES:
             problems.append(f"mode {self.mode!r}")
-        if self.block_m not in (64, 128):
+        if self.block_m not in BLOCK_MS:
             problems.append(f"block_m {self.block_m}")
+        if self.block_m > CONTIGUOUS_BLOCK_M_LIMIT and self.mode == "contiguous":
+            problems.append(f"block_m {self.block_m} > the contiguous layout's alignment {CONTIGUOUS_BLOCK_M_LIMIT}")
         if self.block_n % 16 or not 16 <= self.block_n <= 256:
             problems.append(f"block_n {self.block_n}")
         if self.smem_bytes > MAX_SMEM_BYTES:
