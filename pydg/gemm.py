@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pydg import validate
 from pydg.arrays import array_info, current_stream
 from pydg.errors import CudaError
+from pydg.describe import report_new_shape
 from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
 
-_lock = threading.Lock()
 _num_sms: int | None = None
 
 
@@ -38,14 +38,21 @@ def _device_sms() -> int | None:
     return device_info(0).num_sms if device_count() > 0 else None
 
 
-def _check_arch(device: int) -> None:
+def _check_arch(device: int, name: str) -> None:
+    """The kernels are sm_90a code: wgmma and setmaxnreg exist on compute capability 9.0 only."""
     from pydg.driver.cuda import device_info
 
     info = device_info(device)
     if info.compute_capability != (9, 0):
         major, minor = info.compute_capability
-        raise ValueError(f"device: expected an sm_90 GPU (H100/H200) for the arrays' device cuda:{device}, "
-                         f"got {info.name} (sm_{major}{minor})")
+        raise ValueError(f"{name}: expected arrays on an sm_90 GPU (H100/H200), got cuda:{device}, "
+                         f"{info.name} (sm_{major}{minor})")
+
+
+def _several_gpus() -> bool:
+    from pydg.driver.cuda import device_count
+
+    return device_count() > 1
 
 
 def _device_sms_of(device: int) -> int:
@@ -83,9 +90,32 @@ class _Prepared:
     launcher: GemmLauncher | None  # None: nothing to compute (M == 0)
     library: str
     device: int
+    switch_context: bool  # several GPUs: launch inside the arrays' device's context
 
 
-_prepared: dict[tuple, _Prepared] = {}
+# The per-signature cache is per thread. A launcher patches the call's pointers into parameter
+# buffers it owns and then launches, so two threads sharing one could launch each other's pointers;
+# one cache per thread keeps the hit path free of locks. What is expensive (compiled kernels, loaded
+# modules) is shared by all threads. Each thread keeps at most MAX_PREPARED signatures (shape,
+# strides, dtypes, device, expected_m, SMs); past that the oldest is dropped (README "Guarantees").
+MAX_PREPARED = 1024
+
+
+class _ThreadCache(threading.local):
+    def __init__(self) -> None:
+        self.prepared: dict[tuple, _Prepared] = {}
+
+
+_cache = _ThreadCache()
+
+
+def _remember(key: tuple, prepared: _Prepared) -> None:
+    """Insert with oldest-first eviction: a hit does no bookkeeping, and a dropped signature that is
+    still in use is prepared again (milliseconds: its kernel stays compiled and loaded)."""
+    cache = _cache.prepared
+    while len(cache) >= MAX_PREPARED:
+        del cache[next(iter(cache))]
+    cache[key] = prepared
 
 
 def _prepare(mode: str, arrays: tuple, names: tuple[str, ...], hint) -> tuple[_Prepared, list[int]]:
@@ -100,14 +130,19 @@ def _prepare(mode: str, arrays: tuple, names: tuple[str, ...], hint) -> tuple[_P
         problem = validate.check_contiguous(*infos)
     else:
         problem = validate.check_masked(*infos)
-    validate.check_pointers(infos[:5], names[:5], _ALIGNMENTS)
+    validate.check_pointers(infos, names, _ALIGNMENTS)
+    _check_arch(problem.device, names[0])
     launcher = None
     if problem.m > 0:
-        _check_arch(problem.device)
         num_sms = min(get_num_sms(), _device_sms_of(problem.device))
         plan = choose_plan(mode, problem.m, problem.n, problem.k, problem.num_groups, num_sms, expected_m=hint)
+        validate.check_tile_count(plan)
+        # Threads that need the same new kernel wait inside compile_plan for one compilation.
         launcher = GemmLauncher(plan, ops, problem.device)
-    return _Prepared(launcher, infos[4].library, problem.device), [info.ptr for info in infos]
+        # PYDG_PRINT_CONFIGS=1 prints each new plan once (pydg/describe.py).
+        report_new_shape(plan, launcher.specs, launcher.kernel)
+    prepared = _Prepared(launcher, infos[4].library, problem.device, _several_gpus())
+    return prepared, [info.ptr for info in infos]
 
 
 def _run(mode: str, arrays: tuple, names: tuple[str, ...], hint=None) -> None:
@@ -124,21 +159,24 @@ def _run(mode: str, arrays: tuple, names: tuple[str, ...], hint=None) -> None:
     prepared = None
     if key is not None:
         key = tuple(key)
-        prepared = _prepared.get(key)
+        prepared = _cache.prepared.get(key)
     if prepared is None:
-        with _lock:
-            prepared, pointers = _prepare(mode, arrays, names, hint)
-            if key is not None:
-                _prepared[key] = prepared
+        prepared, pointers = _prepare(mode, arrays, names, hint)
+        if key is not None:
+            _remember(key, prepared)
     a, sa, b, sb, out = pointers[:5]
-    if (a | sa | b | out) % 16 or sb % 4:
-        validate.check_pointers(tuple(array_info(x, n) for x, n in zip(arrays, names)), names[:5], _ALIGNMENTS)
+    # pointers[-1] is m_indices/masked_m (4-byte loads), or out again for the dense GEMM.
+    if (a | sa | b | out) % 16 or (sb | pointers[-1]) % 4:
+        validate.check_pointers(tuple(array_info(x, n) for x, n in zip(arrays, names)), names, _ALIGNMENTS)
     launcher = prepared.launcher
     if launcher is None:
         return
     if len(pointers) == 5:
         pointers.append(0)
     stream = current_stream(prepared.library, prepared.device)
+    if prepared.switch_context:
+        _launch_in_device_context(launcher, tuple(pointers), stream, prepared.device)
+        return
     try:
         launcher(tuple(pointers), stream)
     except CudaError as err:
@@ -151,8 +189,23 @@ def _run(mode: str, arrays: tuple, names: tuple[str, ...], hint=None) -> None:
         launcher(tuple(pointers), stream)
 
 
+def _launch_in_device_context(launcher: GemmLauncher, pointers: tuple[int, ...], stream: int, device: int) -> None:
+    """With several GPUs the thread's current context may be another device's (torch keeps the
+    current device's): the kernel is launched in the arrays' device's primary context, and the
+    caller's context is current again afterwards."""
+    from pydg.driver.cuda import pop_context, push_context
+
+    push_context(device)
+    try:
+        launcher(pointers, stream)
+    finally:
+        pop_context()
+
+
 _NAMES = ("lhs data", "lhs scales", "rhs data", "rhs scales", "out")
-_ALIGNMENTS = (16, 16, 16, 4, 16)  # TMA reads a, sa, b and writes out; sb is read with plain loads
+# TMA reads a, sa, b and writes out (16-byte aligned); sb and m_indices/masked_m are read with
+# 4-byte loads.
+_ALIGNMENTS = (16, 16, 16, 4, 16, 4)
 
 
 def gemm_fp8_fp8_bf16_nt(lhs, rhs, out) -> None:
@@ -177,7 +230,10 @@ def m_grouped_gemm_fp8_fp8_bf16_nt_contiguous(lhs, rhs, out, m_indices) -> None:
          starting at a multiple of get_m_alignment_for_contiguous_layout(); sa as for the dense GEMM.
     rhs: (b, sb): b is (G, N, K); sb is (G, ceil(N/128), ceil(K/128)) float32, contiguous.
     out: (M_sum, N) bfloat16. m_indices: int32 (M_sum,) on the GPU, row i's expert, -1 for padding;
-         blocks of padding rows are skipped and not written.
+         the kernel reads the entry of each block's first row (blocks of 64 or 128 rows, inside
+         one aligned segment): a block whose first entry is -1 or any other value outside [0, G)
+         is skipped and not written; otherwise all its rows use that expert (padding rows that
+         share a block with an expert's rows are written too).
     """
     a, sa, b, sb = validate.unpack(lhs, rhs)
     _run("contiguous", (a, sa, b, sb, out, m_indices), (*_NAMES, "m_indices"))
@@ -191,8 +247,9 @@ def m_grouped_gemm_fp8_fp8_bf16_nt_masked(lhs, rhs, out, masked_m, expected_m: i
     rhs: (b, sb): b is (G, N, K); sb is (G, ceil(N/128), ceil(K/128)).
     out: (G, M_max, N) bfloat16; rows at or past masked_m[g] are not written.
     masked_m: int32 (G,) on the GPU, read only by the kernel (values are clamped to [0, M_max]), so
-         the call can be captured in a CUDA graph. expected_m: host-side hint of the typical rows.
+         the call can be captured in a CUDA graph. expected_m: a positive int, the host-side hint
+         of the typical rows per group (for the heuristics only).
     """
-    validate.check_expected_m(expected_m)
+    expected_m = validate.check_expected_m(expected_m)
     a, sa, b, sb = validate.unpack(lhs, rhs)
     _run("masked", (a, sa, b, sb, out, masked_m), (*_NAMES, "masked_m"), hint=expected_m)

@@ -1,6 +1,7 @@
 """Every check the host can make before a launch. Messages say argument, expected, got."""
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 from pydg.arrays import ArrayInfo
@@ -9,7 +10,12 @@ from pydg.utils import align, ceil_div
 
 FP8_DTYPES = ("float8_e4m3fn", "uint8", "int8")
 BF16_DTYPES = ("bfloat16", "uint16", "int16")  # CuPy has no bfloat16: raw 16-bit words are accepted
-INDEX_LIMIT = 2**31 - 1  # TMA coordinates and the kernel's row indices are signed 32-bit
+# TMA coordinates and the kernel's row, column and group indices are signed 32-bit, so each of M,
+# N, K and G must fit; offsets into the arrays (M * K, M * N, G * M * N elements) need not: TMA
+# addresses in 64 bits, and the kernel's own stores and B's scale loads compute 64-bit offsets.
+INDEX_LIMIT = 2**31 - 1
+# The kernel's persistent walk numbers tiles in 32 bits (and steps by the grid past the last one).
+TILE_LIMIT = 2**31
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,7 @@ def check_contiguous(a: ArrayInfo, sa: ArrayInfo, b: ArrayInfo, sb: ArrayInfo, o
     if b.shape[2] != k:
         _fail("rhs data", "shape (G, N, K) with K =", k, b.shape)
     _common(a, b, sb, out, n, k, groups)
+    _sizes("rhs data", G=groups)
     _a_scales(sa, "lhs scales", None, m, ceil_div(k, 128))
     _shape(out, "out", (m, n))
     _dtype(m_indices, "m_indices", ("int32",))
@@ -174,9 +181,17 @@ def check_contiguous(a: ArrayInfo, sa: ArrayInfo, b: ArrayInfo, sb: ArrayInfo, o
     return Problem("contiguous", m, n, k, groups, device)
 
 
-def check_expected_m(expected_m) -> None:
-    if not isinstance(expected_m, int) or isinstance(expected_m, bool) or expected_m < 0:
-        raise TypeError(f"expected_m: expected a non-negative int (a host-side hint), got {expected_m!r}")
+def check_expected_m(expected_m) -> int:
+    """A positive host-side int (numpy integers too; never a GPU tensor, whose value would need a sync)."""
+    if type(expected_m) is not int:
+        if isinstance(expected_m, bool) or not isinstance(expected_m, numbers.Integral):
+            raise TypeError(f"expected_m: expected a positive int (a host-side hint of the rows per group), "
+                            f"got {type(expected_m).__name__} {expected_m!r}")
+        expected_m = int(expected_m)
+    if expected_m < 1:
+        raise ValueError(f"expected_m: expected a positive int (a host-side hint of the rows per group), "
+                         f"got {expected_m}")
+    return expected_m
 
 
 def check_masked(a: ArrayInfo, sa: ArrayInfo, b: ArrayInfo, sb: ArrayInfo, out: ArrayInfo,
@@ -190,6 +205,7 @@ def check_masked(a: ArrayInfo, sa: ArrayInfo, b: ArrayInfo, sb: ArrayInfo, out: 
         _fail("rhs data", "shape (G, N, K) =", (groups, "N", k), b.shape)
     n = b.shape[1]
     _common(a, b, sb, out, n, k, groups)
+    _sizes("lhs data", G=groups)
     _a_scales(sa, "lhs scales", groups, m, ceil_div(k, 128))
     _shape(out, "out", (groups, m, n))
     _dtype(masked_m, "masked_m", ("int32",))
@@ -199,6 +215,16 @@ def check_masked(a: ArrayInfo, sa: ArrayInfo, b: ArrayInfo, sb: ArrayInfo, out: 
     device = _same_device({"lhs data": a, "lhs scales": sa, "rhs data": b, "rhs scales": sb, "out": out,
                            "masked_m": masked_m})
     return Problem("masked", m, n, k, groups, device)
+
+
+def check_tile_count(plan) -> None:
+    """After planning: the tiles of the output (masked: every row of every group, the most masked_m
+    can ask for) must be countable by the kernel's 32-bit tile index."""
+    groups = plan.num_groups if plan.mode == "masked" else 1
+    tiles = groups * plan.num_m_blocks * plan.num_n_blocks
+    if tiles > TILE_LIMIT:
+        _fail("out", "at most", f"{TILE_LIMIT} output tiles of {plan.block_m}x{plan.block_n} "
+              "(the kernel's tile index is 32-bit)", f"{tiles} tiles")
 
 
 def check_pointers(infos: tuple[ArrayInfo, ...], names: tuple[str, ...], alignments: tuple[int, ...]) -> None:

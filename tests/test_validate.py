@@ -127,10 +127,14 @@ def test_masked_checks():
         args.update(change)
         with pytest.raises(error, match=pattern):
             validate.check_masked(**args)
-    with pytest.raises(TypeError, match="expected_m"):
+    with pytest.raises(TypeError, match="expected_m: expected a positive int.*got float 2.5"):
         validate.check_expected_m(2.5)
     with pytest.raises(TypeError, match="expected_m"):
-        validate.check_expected_m(-1)
+        validate.check_expected_m(True)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=f"expected_m: expected a positive int .*got {bad}"):
+            validate.check_expected_m(bad)
+    assert validate.check_expected_m(np.int64(7)) == 7 and type(validate.check_expected_m(np.int32(7))) is int
 
 
 def test_public_api_rejects_non_arrays_and_bad_pairs():

@@ -60,6 +60,7 @@ class DeviceInfo:
 
 @lru_cache(maxsize=None)
 def device_info(ordinal: int) -> DeviceInfo:
+    """The device's fixed properties (two threads may both query it once: it is read-only)."""
     init()
     dev = check("cuDeviceGet", cu.cuDeviceGet(ordinal))
     attr = cu.CUdevice_attribute
@@ -78,12 +79,34 @@ def device_info(ordinal: int) -> DeviceInfo:
     )
 
 
-@lru_cache(maxsize=None)
+_contexts: dict[int, object] = {}
+_contexts_lock = threading.Lock()
+
+
 def primary_context(ordinal: int):
-    """The device's primary context (the one torch and CuPy use), retained for the process."""
-    init()
-    dev = check("cuDeviceGet", cu.cuDeviceGet(ordinal))
-    return check("cuDevicePrimaryCtxRetain", cu.cuDevicePrimaryCtxRetain(dev))
+    """The device's primary context (the one torch and CuPy use), retained once for the process
+    (the lock keeps two threads from both retaining it)."""
+    ctx = _contexts.get(ordinal)
+    if ctx is not None:
+        return ctx
+    with _contexts_lock:
+        ctx = _contexts.get(ordinal)
+        if ctx is None:
+            init()
+            dev = check("cuDeviceGet", cu.cuDeviceGet(ordinal))
+            ctx = check("cuDevicePrimaryCtxRetain", cu.cuDevicePrimaryCtxRetain(dev))
+            _contexts[ordinal] = ctx
+    return ctx
+
+
+def push_context(ordinal: int) -> None:
+    """Make the device's primary context current on this thread until pop_context, whatever was
+    current before (the caller's context, torch's current device, stays as it was)."""
+    check("cuCtxPushCurrent", cu.cuCtxPushCurrent(primary_context(ordinal)))
+
+
+def pop_context() -> None:
+    check("cuCtxPopCurrent", cu.cuCtxPopCurrent())
 
 
 def make_current(ordinal: int):
