@@ -27,11 +27,11 @@ def test_main_plans_compiles_and_says_no_gpu(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "NVRTC" in done.stdout
     assert "M=128 N=256 K=256" in done.stdout
-    assert "dense block" in done.stdout  # the plan's summary line
+    assert "CallPlan: dense GEMM M=128 N=256 K=256" in done.stdout  # the plan
     assert "registers" in done.stdout    # ptxas's report: the kernel was compiled
     if not _hopper_available():
         assert NO_HOPPER in done.stdout
-    assert list(tmp_path.glob("*.cubin")), "the compiled kernel was not cached in PYDG_CACHE_DIR"
+    assert list(tmp_path.glob("*.json")), "the compiled kernel was not cached in PYDG_CACHE_DIR"
 
 
 def test_main_rejects_bad_arguments():

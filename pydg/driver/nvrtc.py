@@ -8,9 +8,14 @@ from functools import lru_cache
 
 from cuda.bindings import nvrtc
 
-from pydg.errors import CudaError
+from pydg.errors import CudaError, PydgError
 
 ARCH = "sm_90a"
+BASE_OPTIONS = (f"-arch={ARCH}", "-std=c++17", "--ptxas-options=-v")
+
+
+class PtxasCheckError(PydgError):
+    """PYDG_PTXAS_CHECK is on and a kernel spills registers or uses local memory (a stack frame)."""
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,16 @@ class PtxasReport:
     spill_stores: int
     spill_loads: int
     stack_frame: int
+    static_smem_bytes: int = 0  # the kernel's shared memory is dynamic; ptxas only sees static arrays
+    local_bytes: int = 0        # "bytes lmem", where this ptxas reports it
+
+    @property
+    def uses_local_memory(self) -> bool:
+        return bool(self.spill_stores or self.spill_loads or self.stack_frame or self.local_bytes)
+
+    def summary(self) -> str:
+        return (f"{self.registers} registers, {self.spill_stores} B spill stores, {self.spill_loads} B spill loads, "
+                f"{self.stack_frame} B stack, {self.static_smem_bytes} B static smem")
 
     @classmethod
     def parse(cls, log: str) -> "PtxasReport | None":
@@ -33,11 +48,17 @@ class PtxasReport:
                 raise CudaError("ptxas -v", "INCOMPLETE_RESOURCE_REPORT", f"no match for {pattern!r}", log)
             return int(found.group(1))
 
+        def optional(pattern: str) -> int:
+            found = re.search(pattern, log)
+            return int(found.group(1)) if found else 0
+
         return cls(
             registers=number(r"Used (\d+) registers"),
             spill_stores=number(r"(\d+) bytes spill stores"),
             spill_loads=number(r"(\d+) bytes spill loads"),
             stack_frame=number(r"(\d+) bytes stack frame"),
+            static_smem_bytes=optional(r"(\d+) bytes smem"),
+            local_bytes=optional(r"(\d+) bytes lmem"),
         )
 
 
@@ -46,6 +67,7 @@ class CompiledCubin:
     cubin: bytes
     log: str
     ptxas: PtxasReport | None  # None only inside compile_cubin, before its retry
+    ptx: str | None = None     # kept only when asked for (PYDG_DUMP_PTX)
 
 
 def _check(call: str, result: tuple, log: str = ""):
@@ -69,24 +91,39 @@ def _program_log(prog) -> str:
     return buf.rstrip(b"\x00 ").decode(errors="replace")
 
 
-def compile_cubin(source: str, name: str, options: list[str]) -> CompiledCubin:
+def version_text() -> str:
+    """"12.9", or why NVRTC cannot be loaded (for reports that must not fail)."""
+    try:
+        return ".".join(map(str, version()))
+    except Exception as err:  # a missing or broken NVRTC wheel is reported, not raised
+        return f"unavailable ({type(err).__name__}: {err})"
+
+
+def compile_cubin(source: str, name: str, options: list[str], keep_ptx: bool = False) -> CompiledCubin:
     """Compile `source` for sm_90a. Raises CudaError carrying the whole log on failure."""
-    compiled = _compile(source, name, options)
+    compiled = _compile(source, name, options, keep_ptx)
     if compiled.ptxas is None:
         # NVRTC 13 reuses PTX it has already assembled (in this process or, through its own cache,
         # an earlier one) without running ptxas again, and so without its report: PYDG_PTX_NONCE
         # adds a global that no earlier compilation had to the PTX (fp8_gemm.cu).
         nonce = secrets.randbits(31)
-        compiled = _compile(source, name, [*options, f"-DPYDG_PTX_NONCE={nonce}"])
+        compiled = _compile(source, name, [*options, f"-DPYDG_PTX_NONCE={nonce}"], keep_ptx)
     if compiled.ptxas is None:
         raise CudaError("ptxas -v", "NO_RESOURCE_REPORT", "NVRTC's log has no ptxas report", compiled.log)
     return compiled
 
 
-def _compile(source: str, name: str, options: list[str]) -> CompiledCubin:
+def check_resources(report: PtxasReport, what: str, log: str = "") -> None:
+    """PYDG_PTXAS_CHECK: a kernel that spills or has a stack frame runs from local memory (slow)."""
+    if report.uses_local_memory:
+        raise PtxasCheckError(f"{what}: expected no spills and no local memory (PYDG_PTXAS_CHECK is on), "
+                              f"got {report.summary()}" + (f"\n--- log ---\n{log}" if log else ""))
+
+
+def _compile(source: str, name: str, options: list[str], keep_ptx: bool) -> CompiledCubin:
     prog = _check("nvrtcCreateProgram", nvrtc.nvrtcCreateProgram(source.encode(), name.encode(), 0, [], []))
     try:
-        opts = [f"-arch={ARCH}", "-std=c++17", "--ptxas-options=-v", *options]
+        opts = [*BASE_OPTIONS, *options]
         encoded = [o.encode() for o in opts]
         result = nvrtc.nvrtcCompileProgram(prog, len(encoded), encoded)
         log = _program_log(prog)
@@ -94,6 +131,12 @@ def _compile(source: str, name: str, options: list[str]) -> CompiledCubin:
         size = _check("nvrtcGetCUBINSize", nvrtc.nvrtcGetCUBINSize(prog))
         cubin = b" " * size
         _check("nvrtcGetCUBIN", nvrtc.nvrtcGetCUBIN(prog, cubin))
-        return CompiledCubin(cubin=cubin, log=log, ptxas=PtxasReport.parse(log))
+        ptx = None
+        if keep_ptx:
+            ptx_size = _check("nvrtcGetPTXSize", nvrtc.nvrtcGetPTXSize(prog))
+            ptx_buf = b" " * ptx_size
+            _check("nvrtcGetPTX", nvrtc.nvrtcGetPTX(prog, ptx_buf))
+            ptx = ptx_buf.rstrip(b"\x00").decode(errors="replace")
+        return CompiledCubin(cubin=cubin, log=log, ptxas=PtxasReport.parse(log), ptx=ptx)
     finally:
         nvrtc.nvrtcDestroyProgram(prog)
