@@ -8,7 +8,6 @@ from pydg import validate
 from pydg.arrays import array_info, current_stream
 from pydg.errors import CudaError
 from pydg.describe import report_new_shape
-from pydg.describe import report_new_shape
 from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
 
 _num_sms: int | None = None
@@ -140,8 +139,6 @@ def _prepare(mode: str, arrays: tuple, names: tuple[str, ...], hint) -> tuple[_P
         validate.check_tile_count(plan)
         # Threads that need the same new kernel wait inside compile_plan for one compilation.
         launcher = GemmLauncher(plan, ops, problem.device)
-        # PYDG_PRINT_CONFIGS=1 prints each new plan once (pydg/describe.py).
-        report_new_shape(plan, launcher.specs, launcher.kernel)
         # PYDG_PRINT_CONFIGS=1 prints each new plan once (pydg/describe.py).
         report_new_shape(plan, launcher.specs, launcher.kernel)
     prepared = _Prepared(launcher, infos[4].library, problem.device, _several_gpus())
