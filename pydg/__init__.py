@@ -39,7 +39,6 @@ __all__ = [
     "per_block_cast_to_fp8",
     "per_token_cast_to_fp8",
     "per_token_cast_to_fp8_masked",
-    "per_token_cast_to_fp8_masked",
     "plan_gemm",
     "plan_m_grouped_contiguous",
     "plan_m_grouped_masked",
