@@ -106,7 +106,8 @@ def _jax_info(x, name: str) -> ArrayInfo:
     """A concrete, single-device jax.Array. JAX computes asynchronously on streams of its own that
     pydg cannot name, so the array is waited for (block_until_ready) before its memory is used;
     pydg then launches on the legacy default stream (see pydg.jax_ops for the whole protocol)."""
-    if getattr(type(x), "unsafe_buffer_pointer", None) is None:
+    tracer = any(cls.__name__ == "Tracer" for cls in type(x).__mro__)  # jax.core.Tracer, without importing jax
+    if tracer or getattr(type(x), "unsafe_buffer_pointer", None) is None:
         raise TypeError(f"{name}: expected a concrete jax.Array; pydg's JAX support runs eagerly, outside "
                         f"jax.jit/vmap/grad, got {type(x).__name__}")
     devices = x.devices()

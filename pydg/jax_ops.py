@@ -87,6 +87,7 @@ def _accepts_device() -> bool:
 
 
 def _rank(x: Any, name: str, rank: int, layout: str) -> None:
+    array_info(x, name)  # a concrete single-GPU array (a clear TypeError for tracers), ready to be read
     if len(x.shape) != rank:
         raise ValueError(f"{name}: expected a tensor of rank {rank} {layout}, got shape {tuple(x.shape)}")
 

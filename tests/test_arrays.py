@@ -86,7 +86,14 @@ class _JaxArray:
         return 0x7F0000000100
 
 
-class _JaxTracer:
+class Tracer:
+    """Named like jax.core.Tracer, whose methods (unsafe_buffer_pointer too) raise inside jax.jit."""
+
+    def unsafe_buffer_pointer(self):
+        raise TypeError("Abstract tracer value encountered")
+
+
+class _JaxTracer(Tracer):
     shape = (4, 4)
 
 
