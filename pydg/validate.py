@@ -80,9 +80,9 @@ def _same_device(infos: dict[str, ArrayInfo]) -> int:
     first_name, device = next(iter(devices.items()))
     for name, d in devices.items():
         if d < 0:
-            _fail(name, "an array in GPU memory on device", device if device >= 0 else "cuda", "host memory")
+            _fail(name, "an array in GPU memory on device", f"cuda:{device}" if device >= 0 else "cuda", "host memory")
         if d != device:
-            _fail(name, f"the same GPU as {first_name}, cuda:", device, f"cuda:{d}")
+            _fail(name, f"the same GPU as {first_name},", f"cuda:{device}", f"cuda:{d}")
     return device
 
 
