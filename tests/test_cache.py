@@ -84,8 +84,12 @@ def test_key_covers_options_and_sources(monkeypatch):
     assert key == source.cache_key(plan)
     assert key != source.cache_key(replace(plan, num_stages=plan.num_stages - 1))
     assert key != source.cache_key(replace(plan, n=plan.n + 8))
+    assert set(source.included_sources()) >= {"fp8_gemm.cu", "fp8_gemm.cuh", "ptx.cuh", "scheduler.cuh"}
+    unrelated = {**source.sources(), "another_kernel.cu": "// not included by fp8_gemm.cu\n"}
+    monkeypatch.setattr(source, "sources", lambda: unrelated)
+    assert key == source.cache_key(plan)
     changed = dict(source.sources())
-    changed["ptx.cuh"] += "\n// edited\n"
+    changed["ptx.cuh"] += "\n// edited\n"  # included through fp8_gemm.cuh and scheduler.cuh
     monkeypatch.setattr(source, "sources", lambda: changed)
     assert key != source.cache_key(plan)
 

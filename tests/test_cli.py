@@ -1,5 +1,7 @@
-"""`python -m pydg` and the parts of `python -m pydg bench` that need no GPU."""
+"""`python -m pydg` / `pydg` (pydg/cli.py) and the parts of `python -m pydg bench` that need no GPU."""
+import json
 import math
+import os
 import pathlib
 import subprocess
 import sys
@@ -21,9 +23,7 @@ def _hopper_available() -> bool:
 
 
 def test_main_plans_compiles_and_says_no_gpu(tmp_path):
-    env = {**__import__("os").environ, "PYDG_CACHE_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "pydg", "--m", "128", "--n", "256", "--k", "256"], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)
+    done = _cli(tmp_path, "--m", "128", "--n", "256", "--k", "256")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "NVRTC" in done.stdout
     assert "M=128 N=256 K=256" in done.stdout
@@ -39,6 +39,83 @@ def test_main_rejects_bad_arguments():
                           text=True, timeout=120)
     assert done.returncode == 2
     assert "--m" in done.stderr
+
+
+def _cli(tmp_path, *args, timeout=600, **env):
+    env = {**os.environ, "PYDG_CACHE_DIR": str(tmp_path), **env}
+    return subprocess.run([sys.executable, "-m", "pydg", *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args", [[], ["info"], ["plan"], ["compile"], ["warmup"], ["cache"], ["cache", "list"],
+                                  ["cache", "clear"]])
+def test_help_everywhere(args, capsys):
+    from pydg.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: pydg" in capsys.readouterr().out
+
+
+def test_info_works_without_a_gpu(tmp_path, capsys, monkeypatch):
+    from pydg.cli import main
+
+    monkeypatch.setenv("PYDG_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("PYDG_JIT_DEBUG", "1")
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for field in ("pydg 0.", "GPU: ", "CUDA driver: ", "cuda-bindings: ", "NVRTC: 1", f"Kernel cache: {tmp_path}",
+                  "0 kernels", "Switches set: PYDG_JIT_DEBUG=1"):
+        assert field in out, field
+
+
+def test_plan_command(tmp_path, capsys, monkeypatch):
+    from pydg.cli import main
+
+    monkeypatch.setenv("PYDG_CACHE_DIR", str(tmp_path))
+    assert main(["plan", "4096", "7168", "2048", "--num-sms", "132"]) == 0
+    out = capsys.readouterr().out
+    assert "CallPlan: dense GEMM M=4096 N=7168 K=2048" in out and "SMs           132 used of 132" in out
+    assert main(["plan", "1024", "4096", "7168", "--grouped", "masked", "--groups", "4", "--expected-m", "64",
+                 "--num-sms", "132", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["mode"], data["num_groups"], data["expected_m"]) == ("masked", 4, 64)
+    assert main(["plan", "256", "256", "256", "--grouped", "contiguous", "--groups", "2", "--compile"]) == 0
+    assert "registers" in capsys.readouterr().out
+    assert main(["plan", "256", "250", "256"]) == 2
+    assert "n: expected a multiple of 8" in capsys.readouterr().err
+    assert main(["plan", "256", "256", "256", "--groups", "2"]) == 2
+    with pytest.raises(SystemExit):
+        main(["plan", "256", "0", "256"])
+    assert "expected a positive integer" in capsys.readouterr().err
+
+
+def test_compile_then_warm_start_then_cache_commands(tmp_path):
+    model = tmp_path / "model.json"
+    model.write_text(json.dumps({"layers": [{"name": "up", "layout": "contiguous", "groups": 2, "n": 256,
+                                             "k": 512}]}))
+    cache_dir = tmp_path / "cache"
+    cold = _cli(cache_dir, "compile", "256x512", "--config", str(model), "--m", "1-200", "-j", "2")
+    assert cold.returncode == 0, cold.stderr
+    assert "2 layers x 200 M values" in cold.stdout and "0 already cached" in cold.stdout
+    assert "compiling [" in cold.stderr  # the progress bar
+    warm = _cli(cache_dir, "warmup", "256x512", "--config", str(model), "--m", "1-200", "--no-progress")
+    assert warm.returncode == 0 and "kernel list from the cache's manifest" in warm.stdout
+    assert ", 0 compiled" in warm.stdout and warm.stderr == ""
+    listed = _cli(cache_dir, "cache", "list")
+    assert listed.returncode == 0 and "contiguous" in listed.stdout and "dense" in listed.stdout
+    cleared = _cli(cache_dir, "cache", "clear")
+    assert cleared.returncode == 0 and "Removed" in cleared.stdout
+    assert "0 kernels" in _cli(cache_dir, "cache", "list").stdout
+
+
+def test_compile_rejects_bad_requests(tmp_path):
+    for args, message in [(["compile"], "expected shapes"), (["compile", "7168"], "shape: expected"),
+                          (["compile", "256x256", "--m", "0-3"], "m: expected"),
+                          (["compile", "--config", str(tmp_path / "missing.json")], "missing.json")]:
+        done = _cli(tmp_path, *args, timeout=120)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
 
 
 def test_bench_rejects_unknown_section(capsys):

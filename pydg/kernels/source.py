@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import pathlib
+import re
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -20,12 +21,28 @@ KERNEL_NAME = "pydg_fp8_gemm"
 # The kernel's parameters in order (fp8_gemm.cu), as driver.launch parameter kinds.
 PARAMS = ("tensor_map", "tensor_map", "tensor_map", "tensor_map", "pointer", "pointer", "pointer", "u32", "u32", "u32")
 INCLUDE_OPTION = "--include-path="
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
 
 
 @lru_cache(maxsize=None)
 def sources() -> dict[str, str]:
     """Every .cu/.cuh file of the kernel family, by name."""
     return {p.name: p.read_text() for p in sorted(KERNEL_DIR.iterdir()) if p.suffix in (".cu", ".cuh")}
+
+
+def included_sources(entry: str = ENTRY) -> dict[str, str]:
+    """`entry` and every file it includes with #include "..." (transitively), by name: the text
+    that decides the kernel (other kernels of this folder do not enter its key)."""
+    files = sources()
+    found: dict[str, str] = {}
+    pending = [entry]
+    while pending:
+        name = pending.pop()
+        if name in found or name not in files:
+            continue
+        found[name] = files[name]
+        pending.extend(_INCLUDE.findall(files[name]))
+    return dict(sorted(found.items()))
 
 
 def options(plan: GemmPlan) -> list[str]:
@@ -39,11 +56,12 @@ def content_options(plan: GemmPlan) -> list[str]:
 
 
 def cache_key(plan: GemmPlan) -> str:
-    """Hash of everything that decides the cubin and nothing else: every source file's name and
-    text, the options (no paths), NVRTC's version, the arch and pydg's version. No path, user name,
-    host or time enters it, so a cache directory is valid wherever it is copied (tests/test_cache.py)."""
+    """Hash of everything that decides the cubin and nothing else: the name and text of the entry
+    file and of every file it includes, the options (no paths), NVRTC's version, the arch and pydg's
+    version. No path, user name, host or time enters it, so a cache directory is valid wherever it
+    is copied (tests/test_cache.py)."""
     digest = hashlib.sha256()
-    for name, text in sources().items():
+    for name, text in included_sources().items():
         digest.update(name.encode() + b"\0" + text.encode() + b"\0")
     for opt in (*nvrtc.BASE_OPTIONS, *content_options(plan)):
         digest.update(opt.encode() + b"\0")
