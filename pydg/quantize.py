@@ -18,6 +18,7 @@ CuPy is imported unless such an input is given.
 """
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import types
@@ -153,31 +154,45 @@ def _cast_gpu(x: Any, granularity: str, masked_m: Any = None) -> tuple[Any, Any]
 
     library = _library(x)
     info = array_info(x, "x")
-    itemsize = cast.ITEMSIZES[info.dtype]
-    if not _kernel_can_read(info, itemsize):
+    if not _kernel_can_read(info, cast.ITEMSIZES[info.dtype]):
         x = x.clone(memory_format=sys.modules["torch"].contiguous_format) if library == "torch" else x.copy()
         info = array_info(x, "x")
-    *lead, rows, k = info.shape
-    groups = math.prod(lead)
-    _check_device(info.device)
-    row_stride = info.strides[-2] * itemsize
-    group_stride = _group_stride(info) * itemsize
-    masked_ptr = 0 if masked_m is None else _check_gpu_masked_m(masked_m, groups, info.device)
-    if granularity == "per_token":
-        plan = cast.plan_per_token(info.dtype, groups, rows, k, row_stride, group_stride,
-                                   _num_sms(info.device), masked=masked_m is not None)
-    else:
-        plan = cast.plan_per_block(info.dtype, groups, rows, k, row_stride, group_stride)
+    plan = _gpu_plan(granularity, info.dtype, info.shape, info.strides, info.device, masked_m is not None)
+    masked_ptr = 0 if masked_m is None else _check_gpu_masked_m(masked_m, plan.num_groups, info.device)
 
+    *lead, rows, k = info.shape
     codes = _empty(x, library, (*lead, rows, k), "e4m3")
     storage = _empty(x, library, (*lead, *plan.scale_storage_shape[1:]), "float32")
     if granularity == "per_token":
+        # (..., KB, align(M, 4)) seen as (..., M, KB): TMA-aligned column-major.
         scales = storage[..., :rows].swapaxes(-1, -2) if library == "cupy" else storage[..., :rows].transpose(-1, -2)
     else:
         scales = storage
     if not plan.is_empty:
         _launch(plan, info, _pointer(codes, library), _pointer(storage, library), masked_ptr, library)
     return codes, scales
+
+
+@functools.lru_cache(maxsize=1024)
+def _gpu_plan(granularity: str, dtype: str, shape: tuple[int, ...], strides: tuple[int, ...], device: int,
+              masked: bool) -> Any:
+    """The launch plan for an input of this signature (checked once per signature)."""
+    from pydg.driver.cuda import device_info
+    from pydg.kernels import cast
+
+    found = device_info(device)
+    if found.compute_capability != (9, 0):
+        major, minor = found.compute_capability
+        raise ValueError(f"x: expected an array on an sm_90 GPU (H100/H200), got cuda:{device}, "
+                         f"{found.name} (sm_{major}{minor})")
+    *lead, rows, k = shape
+    itemsize = cast.ITEMSIZES[dtype]
+    groups = math.prod(lead)
+    row_stride = strides[-2] * itemsize
+    group_stride = _group_stride(shape, strides) * itemsize
+    if granularity == "per_block":
+        return cast.plan_per_block(dtype, groups, rows, k, row_stride, group_stride)
+    return cast.plan_per_token(dtype, groups, rows, k, row_stride, group_stride, found.num_sms, masked)
 
 
 def _kernel_can_read(info: Any, itemsize: int) -> bool:
@@ -198,20 +213,10 @@ def _kernel_can_read(info: Any, itemsize: int) -> bool:
     return not steps or (steps[-1][1] * itemsize) % 16 == 0
 
 
-def _group_stride(info: Any) -> int:
+def _group_stride(shape: tuple[int, ...], strides: tuple[int, ...]) -> int:
     """Elements between groups (the collapsed leading dimensions); 0 where there is one group."""
-    steps = [stride for size, stride in zip(info.shape[:-2], info.strides[:-2]) if size > 1]
+    steps = [stride for size, stride in zip(shape[:-2], strides[:-2]) if size > 1]
     return steps[-1] if steps else 0
-
-
-def _check_device(device: int) -> None:
-    from pydg.driver.cuda import device_info
-
-    found = device_info(device)
-    if found.compute_capability != (9, 0):
-        major, minor = found.compute_capability
-        raise ValueError(f"x: expected an array on an sm_90 GPU (H100/H200), got cuda:{device}, "
-                         f"{found.name} (sm_{major}{minor})")
 
 
 def _check_gpu_masked_m(masked_m: Any, groups: int, device: int) -> int:
@@ -233,13 +238,6 @@ def _check_gpu_masked_m(masked_m: Any, groups: int, device: int) -> int:
     return info.ptr
 
 
-def _num_sms(device: int) -> int:
-    from pydg.driver.cuda import device_info
-    from pydg.gemm import get_num_sms
-
-    return min(get_num_sms(), device_info(device).num_sms)
-
-
 def _empty(x: Any, library: str, shape: tuple[int, ...], kind: str) -> Any:
     """An uninitialised array on x's device, allocated by x's library (on its current stream)."""
     if library == "torch":
@@ -257,7 +255,7 @@ def _pointer(array: Any, library: str) -> int:
 
 def _launch(plan: Any, info: Any, codes: int, scales: int, masked_m: int, library: str) -> None:
     from pydg.arrays import current_stream
-    from pydg.driver.cuda import make_current
+    from pydg.driver.cuda import make_current, pop_context, push_context
     from pydg.errors import CudaError
     from pydg.kernels import cast
 
@@ -267,6 +265,15 @@ def _launch(plan: Any, info: Any, codes: int, scales: int, masked_m: int, librar
             stream = current_stream(library, info.device)
     else:
         stream = current_stream(library, info.device)
+    if _several_gpus():
+        # The thread's current context may be another device's: launch in the array's device's
+        # primary context and leave the caller's current afterwards (as pydg.gemm does).
+        push_context(info.device)
+        try:
+            run(plan, info.ptr, codes, scales, masked_m, stream)
+        finally:
+            pop_context()
+        return
     try:
         run(plan, info.ptr, codes, scales, masked_m, stream)
     except CudaError as err:
@@ -275,6 +282,13 @@ def _launch(plan: Any, info: Any, codes: int, scales: int, masked_m: int, librar
         # A thread on which no library has used the device yet: bind its primary context once.
         make_current(info.device)
         run(plan, info.ptr, codes, scales, masked_m, stream)
+
+
+@functools.lru_cache(maxsize=None)
+def _several_gpus() -> bool:
+    from pydg.driver.cuda import device_count
+
+    return device_count() > 1
 
 
 # ------------------------------------------------------------------------------------ numpy / CuPy

@@ -130,10 +130,10 @@ def test_other_layouts_are_copied():
 
 
 def test_group_stride_collapses_the_leading_dimensions():
-    assert _group_stride(_info((4, 256), (256, 1))) == 0
-    assert _group_stride(_info((3, 5, 64), (400, 64, 1))) == 400
-    assert _group_stride(_info((2, 3, 5, 64), (1200, 400, 64, 1))) == 400
-    assert _group_stride(_info((2, 1, 5, 64), (1200, 7, 64, 1))) == 1200
+    assert _group_stride((4, 256), (256, 1)) == 0
+    assert _group_stride((3, 5, 64), (400, 64, 1)) == 400
+    assert _group_stride((2, 3, 5, 64), (1200, 400, 64, 1)) == 400
+    assert _group_stride((2, 1, 5, 64), (1200, 7, 64, 1)) == 1200
 
 
 # ---- the masked cast on the host -------------------------------------------------------------------
@@ -220,3 +220,27 @@ def test_the_kernels_division_is_correctly_rounded():
             x = _nudge(_rn32(Fraction(target) * Fraction(scale)), rng.randint(-2, 2))
         assert _kernel_quotient(x, scale) == _rn32(Fraction(x) / Fraction(scale)), (x, scale)
     assert str(_kernel_quotient(-0.0, 1e-3)) == "-0.0"
+
+
+# ---- the plan of a GPU input, with the device described by a stand-in ------------------------------
+
+def test_gpu_plan_of_a_signature(monkeypatch):
+    from pydg import quantize
+    from pydg.driver import cuda
+
+    hopper = cuda.DeviceInfo(0, "NVIDIA H100 80GB HBM3", (9, 0), 132, 232448)
+    monkeypatch.setattr(cuda, "device_info", lambda ordinal: hopper)
+    quantize._gpu_plan.cache_clear()
+    plan = quantize._gpu_plan("per_token", "bfloat16", (4, 300, 2064), (300 * 2064, 2064, 1), 0, True)
+    assert (plan.num_groups, plan.rows, plan.k) == (4, 300, 2064) and plan.masked
+    assert plan.row_stride_bytes == 2064 * 2 and plan.group_stride_bytes == 300 * 2064 * 2
+    assert plan.grid == (132 * 4, 1, 1) and plan.scale_storage_shape == (4, 17, 300)  # 6000 warp units
+    plan = quantize._gpu_plan("per_block", "float32", (7168, 2048), (4096, 1), 0, False)
+    assert plan.grid == (16, 56, 1) and plan.row_stride_bytes == 4096 * 4 and plan.group_stride_bytes == 0
+
+    ampere = cuda.DeviceInfo(0, "NVIDIA A100-SXM4-80GB", (8, 0), 108, 166912)
+    monkeypatch.setattr(cuda, "device_info", lambda ordinal: ampere)
+    quantize._gpu_plan.cache_clear()
+    with pytest.raises(ValueError, match=r"x: expected an array on an sm_90 GPU .* \(sm_80\)"):
+        quantize._gpu_plan("per_token", "float32", (4, 128), (128, 1), 0, False)
+    quantize._gpu_plan.cache_clear()
