@@ -12,6 +12,11 @@ returns its output (what torch.compile and mode="reduce-overhead" work best with
     torch.ops.pydg.m_grouped_gemm_fp8_fp8_bf16_nt_masked(a, sa, b, sb, masked_m, expected_m) -> out (G, M_max, N)
     torch.ops.pydg.m_grouped_gemm_fp8_fp8_bf16_nt_masked_out(a, sa, b, sb, out, masked_m, expected_m) -> None
 
+The FP8 casts come as operators too, so that a compiled model can quantise its activations:
+
+    torch.ops.pydg.per_token_cast_to_fp8(x) -> (x_fp8, scales)   x (M, K) or (G, M, K); scales TMA-aligned
+    torch.ops.pydg.per_block_cast_to_fp8(w) -> (w_fp8, scales)   w (N, K) or (G, N, K); scales contiguous
+
 Arguments are those of the pydg functions of the same name, with the (data, scales) pairs
 flattened: a/sa are the LHS and its TMA-aligned column-major scales, b/sb the RHS and its block
 scales (see pydg.gemm_fp8_fp8_bf16_nt). The functional operators' outputs are new bf16 tensors
@@ -37,6 +42,8 @@ except ImportError as err:
     raise ImportError("pydg.torch_ops needs PyTorch 2.4 or newer (pip install \"pydg[torch]\")") from err
 
 import pydg
+from pydg.layout import tma_aligned_strides
+from pydg.utils import ceil_div
 
 if not hasattr(torch.library, "custom_op"):
     raise ImportError(f"pydg.torch_ops needs PyTorch 2.4 or newer (torch.library.custom_op), got {torch.__version__}")
@@ -165,3 +172,44 @@ def m_grouped_gemm_fp8_fp8_bf16_nt_masked_out(a: Tensor, sa: Tensor, b: Tensor, 
 @m_grouped_gemm_fp8_fp8_bf16_nt_masked_out.register_fake
 def _(a: Tensor, sa: Tensor, b: Tensor, sb: Tensor, out: Tensor, masked_m: Tensor, expected_m: int) -> None:
     return None
+
+
+# ---- FP8 casts -----------------------------------------------------------------------------------
+
+def _cast_input(x: Tensor) -> None:
+    if x.dim() not in (2, 3):
+        raise ValueError(f"x: expected a tensor of rank 2 (M, K) or 3 (G, M, K), got shape {tuple(x.shape)}")
+
+
+@_op("per_token_cast_to_fp8")
+def per_token_cast_to_fp8(x: Tensor) -> tuple[Tensor, Tensor]:
+    """x (M, K) or (G, M, K) float -> E4M3 data of x's shape and float32 scales (…, M, ceil(K/128))
+    in the TMA-aligned column-major layout the GEMMs read (on any device)."""
+    _cast_input(x)
+    data, scales = pydg.per_token_cast_to_fp8(x)
+    return data.view(torch.float8_e4m3fn), pydg.get_col_major_tma_aligned_tensor(scales)
+
+
+@per_token_cast_to_fp8.register_fake
+def _(x: Tensor) -> tuple[Tensor, Tensor]:
+    _cast_input(x)
+    shape = (*x.shape[:-1], ceil_div(x.shape[-1], 128))
+    scales = torch.empty_strided(shape, tma_aligned_strides(shape), dtype=torch.float32, device=x.device)
+    return torch.empty(x.shape, dtype=torch.float8_e4m3fn, device=x.device), scales
+
+
+@_op("per_block_cast_to_fp8")
+def per_block_cast_to_fp8(x: Tensor) -> tuple[Tensor, Tensor]:
+    """w (N, K) or (G, N, K) float -> E4M3 data of w's shape and float32 scales (…, ceil(N/128),
+    ceil(K/128)), contiguous."""
+    _cast_input(x)
+    data, scales = pydg.per_block_cast_to_fp8(x)
+    return data.view(torch.float8_e4m3fn), scales.contiguous()
+
+
+@per_block_cast_to_fp8.register_fake
+def _(x: Tensor) -> tuple[Tensor, Tensor]:
+    _cast_input(x)
+    shape = (*x.shape[:-2], ceil_div(x.shape[-2], 128), ceil_div(x.shape[-1], 128))
+    return (torch.empty(x.shape, dtype=torch.float8_e4m3fn, device=x.device),
+            torch.empty(shape, dtype=torch.float32, device=x.device))

@@ -166,3 +166,32 @@ def test_compiled_fullgraph_with_quantisation_inside(cpu_ops, backend, m):
     from pydg.testing import calc_diff
 
     assert calc_diff(got, expected) < 1e-5
+
+
+@pytest.mark.parametrize("shape", [(98, 256), (3, 37, 384)])
+def test_cast_operators_match_pydg_and_their_fake_strides(cpu_ops, shape):
+    torch = cpu_ops
+    import pydg
+
+    x = torch.randn(*shape)
+    data, scales = torch.ops.pydg.per_token_cast_to_fp8(x)
+    ref_data, ref_scales = pydg.per_token_cast_to_fp8(x)
+    assert torch.equal(data.view(torch.uint8), ref_data.view(torch.uint8)) and torch.equal(scales, ref_scales)
+    from pydg.layout import is_col_major_tma_aligned
+
+    assert is_col_major_tma_aligned(tuple(scales.shape), tuple(scales.stride()))
+    torch.library.opcheck(torch.ops.pydg.per_token_cast_to_fp8, (x,))
+    torch.library.opcheck(torch.ops.pydg.per_block_cast_to_fp8, (x[..., :32, :].contiguous(),))  # N: multiple of 8
+
+
+def test_compiled_model_quantising_with_the_cast_operator(cpu_ops):
+    torch = cpu_ops
+    b, sb = _quantized(torch, 64, 256, True)
+
+    def layer(x):
+        a, sa = torch.ops.pydg.per_token_cast_to_fp8(x)
+        return torch.ops.pydg.gemm_fp8_fp8_bf16_nt(a, sa, b, sb)
+
+    x = torch.randn(98, 256)
+    got = torch.compile(layer, backend="inductor", fullgraph=True, dynamic=False)(x)
+    assert torch.equal(got, layer(x))

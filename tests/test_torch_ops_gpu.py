@@ -264,3 +264,24 @@ def test_cuda_graphs_replay_masked_decode_with_new_row_counts(torch, mode):
             assert torch.equal(got[g, :rows], expected[g, :rows]), f"replay {step}, group {g}"
 
     _check_replays(torch, compiled, model, make_inputs, compare)
+
+
+@pytest.mark.parametrize("mode", [pytest.param("reduce-overhead", marks=needs_inductor), "cudagraphs-backend"])
+def test_cuda_graphs_with_the_cast_operator(torch, mode):
+    """A layer that quantises with pydg's cast kernel and multiplies, compiled whole and replayed."""
+    w, sw = torch.ops.pydg.per_block_cast_to_fp8(torch.randn(512, 1024, device="cuda"))
+
+    def layer(x):
+        a, sa = torch.ops.pydg.per_token_cast_to_fp8(x)
+        return torch.ops.pydg.gemm_fp8_fp8_bf16_nt(a, sa, w, sw)
+
+    options = dict(mode="reduce-overhead") if mode == "reduce-overhead" else dict(backend="cudagraphs")
+    compiled = torch.compile(layer, fullgraph=True, dynamic=False, **options)
+
+    def make_inputs(step):
+        return (torch.randn(98, 1024, device="cuda", dtype=torch.bfloat16) * (step + 1),)
+
+    def compare(got, expected, inputs, step):
+        assert torch.equal(got, expected), f"replay {step}"
+
+    _check_replays(torch, compiled, layer, make_inputs, compare)
