@@ -212,7 +212,9 @@ def moe_decode_pydg(x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, e
     up = torch.empty(num_experts, d.m_max, experts.w13.shape[1], dtype=torch.bfloat16, device=x.device)
     pydg.m_grouped_gemm_fp8_fp8_bf16_nt_masked((a, sa), (experts.w13_fp8, experts.w13_scales), up, d.masked_m,
                                                expected_m)
-    act, act_scales = _cast_rows(silu_and_mul(up))  # rows past masked_m hold leftovers: never read back
+    # Only each expert's valid rows are cast (the rest hold leftovers that are never read back).
+    act, act_scales = pydg.per_token_cast_to_fp8_masked(silu_and_mul(up), d.masked_m)
+    act_scales = pydg.get_col_major_tma_aligned_tensor(act_scales)  # already so on the GPU: no copy
     down = torch.empty(num_experts, d.m_max, h, dtype=torch.bfloat16, device=x.device)
     pydg.m_grouped_gemm_fp8_fp8_bf16_nt_masked((act, act_scales), (experts.w2_fp8, experts.w2_scales), down,
                                                d.masked_m, expected_m)
