@@ -1,5 +1,5 @@
 """Times candidate plans of a few shapes side by side (CUDA events, L2 flushed): what the heuristic
-should pick. usage: python scripts/plan_sweep.py M,N,K [M,N,K ...]"""
+should pick. usage: python scripts/plan_sweep.py [--all] M,N,K [M,N,K ...]  (--all: every candidate, not the model's top 10)"""
 import sys
 from dataclasses import replace
 
@@ -30,7 +30,7 @@ def time_us(fn, iters=20):
     return times[len(times) // 2]
 
 
-def sweep(m, n, k):
+def sweep(m, n, k, every=False):
     a, sa = quantized_pair(torch, m, k, per_block=False)
     b, sb = quantized_pair(torch, n, k, per_block=True)
     out = nan_like(torch, (m, n))
@@ -39,7 +39,8 @@ def sweep(m, n, k):
     pointers = (a.data_ptr(), sa.data_ptr(), b.data_ptr(), sb.data_ptr(), out.data_ptr(), 0)
     stream = torch.cuda.current_stream().cuda_stream
     chosen = choose_plan("dense", m, n, k, 1, 132)
-    plans = sorted(candidate_plans("dense", m, n, k, 1, 132), key=estimate_seconds)[:10]
+    plans = sorted(candidate_plans("dense", m, n, k, 1, 132), key=estimate_seconds)
+    plans = plans if every else plans[:10]
     extra = [replace(chosen, cluster_size=1, multicast="none", inner_axis="n"),
              replace(chosen, cluster_size=2, multicast="none")]
     results = []
@@ -53,10 +54,17 @@ def sweep(m, n, k):
         results.append((us, plan))
         print(f"{m}x{n}x{k} {us:8.1f} us {2*m*n*k/us/1e6:7.0f} TFLOPS diff {diff:.2g} "
               f"model {estimate_seconds(plan)*1e6:7.1f} us | {plan.summary()}", flush=True)
-    best = min(results, key=lambda r: r[0])
-    print(f"BEST {m}x{n}x{k}: {best[0]:.1f} us {best[1].summary()}\n", flush=True)
+    ranked = sorted(results, key=lambda r: r[0])
+    chosen_us = results[0][0]
+    print(f"BEST {m}x{n}x{k}: {ranked[0][0]:.1f} us {ranked[0][1].summary()} | chosen {chosen_us:.1f} us "
+          f"({ranked[0][0] / chosen_us:.3f}x)")
+    for us, plan in ranked[1:4]:
+        print(f"  next {us:.1f} us {plan.summary()}")
+    print(flush=True)
 
 
 if __name__ == "__main__":
+    every = "--all" in sys.argv[1:]
     for arg in sys.argv[1:]:
-        sweep(*map(int, arg.split(",")))
+        if arg != "--all":
+            sweep(*map(int, arg.split(",")), every=every)

@@ -12,18 +12,26 @@ from dataclasses import replace
 from pydg.scheduler.plan import BLOCK_K, CONTIGUOUS_BLOCK_M_LIMIT, MAX_SMEM_BYTES, GemmPlan, smem_bytes
 from pydg.utils import ceil_div
 
-# Measured-order-of-magnitude constants of an H100 SXM; only their ratios steer choices.
-TENSOR_FLOPS_PER_SM = 1979e12 / 132 * 0.85
+# Constants fitted to plan sweeps on an H100 SXM (scripts/plan_sweep.py, 2026-11-23); only their
+# ratios steer choices.
+TENSOR_FLOPS_PER_SM = 13.5e12  # a 256x128 tile's main loop runs at 0.8 of this (1430 TFLOPS)
 L2_BYTES_PER_SM = 70e9
 DRAM_BYTES = 3.0e12
-TILE_OVERHEAD_S = 0.4e-6  # prologue, epilogue and pipeline fill of one tile
+TILE_OVERHEAD_S = 0.1e-6       # scheduling and pipeline restart of one tile
+EPILOGUE_S_PER_BYTE = 20e-12   # the part of the output's staging that the next tile cannot hide
+# Tensor-core efficiency by tile height: one math warpgroup (64 rows) has no second warpgroup to
+# overlap its promotion with; two (128 rows) do; 256 rows also halve the shared-memory reads of B.
+BLOCK_M_EFFICIENCY = {64: 0.70, 128: 0.885, 256: 1.0}
+STRADDLE_EFFICIENCY = 0.9      # a tile across two of B's 128-row scale blocks selects scales per column
+UNSWIZZLED_EFFICIENCY = 0.9    # widths not a multiple of 64: row-major output staging, odd wgmma N
 
 BLOCK_NS = tuple(range(16, 193, 16))
 # Each math thread holds two accumulators of block_n / 2 floats (wgmma's and the promoted FP32 sum);
 # past these widths ptxas spills (tests/test_kernels.py checks every variant).
 # A 256-row tile keeps two promoted sums per thread (its two 64-row sub-blocks) beside wgmma's.
 MAX_BLOCK_N = {64: 192, 128: 192, 256: 128}
-MAX_STAGES = 8
+# Narrow tiles need many stages in flight to cover L2 latency (small-M shapes stream B).
+MAX_STAGES = 16
 MIN_STAGES = 3
 BAND = 16
 
@@ -37,25 +45,32 @@ def max_stages(block_m: int, block_n: int, smem_limit: int = MAX_SMEM_BYTES) -> 
 
 def tile_seconds(block_m: int, block_n: int, k: int, multicast: str) -> float:
     k_padded = ceil_div(k, BLOCK_K) * BLOCK_K
-    # Narrow tiles keep the tensor cores less busy per byte of A read from shared memory; tiles
-    # that straddle B's 128-row scale blocks pay for a per-column scale choice at each promotion
-    # (measured on H100: 128x128 beat 128x144..192 by 3-12% at M=4096, K=16384).
-    efficiency = block_n / (block_n + 24)
+    # Narrow tiles read more of A from shared memory per MMA: efficiency grows with block_n.
+    efficiency = block_n / (block_n + 32) * BLOCK_M_EFFICIENCY[block_m]
     if 128 % block_n and block_n % 128:
-        efficiency *= 0.9
+        efficiency *= STRADDLE_EFFICIENCY
+    swizzled = block_n % 64 == 0
+    if not swizzled:
+        efficiency *= UNSWIZZLED_EFFICIENCY
     compute = 2 * block_m * block_n * k_padded / (TENSOR_FLOPS_PER_SM * efficiency)
     a_bytes = block_m * k_padded * (0.5 if multicast == "a" else 1.0)
     b_bytes = block_n * k_padded * (0.5 if multicast == "b" else 1.0)
     feed = (a_bytes + b_bytes) / L2_BYTES_PER_SM
-    return max(compute, feed) + TILE_OVERHEAD_S
+    epilogue = block_m * block_n * 2 * EPILOGUE_S_PER_BYTE * (1.0 if swizzled else 1.5)
+    return max(compute, feed) + TILE_OVERHEAD_S + epilogue
+
+
+def tiles_seconds(plan: GemmPlan) -> float:
+    """The SMs' time: whole waves of tiles."""
+    waves = ceil_div(max(plan.num_tiles, 1), plan.num_sms)
+    return waves * tile_seconds(plan.block_m, plan.block_n, plan.k, plan.multicast)
 
 
 def estimate_seconds(plan: GemmPlan) -> float:
     rows = plan.m if plan.mode != "masked" else plan.expected_m
     groups_a = plan.num_groups if plan.mode == "masked" else 1
     dram = (groups_a * rows * plan.k + plan.num_groups * plan.n * plan.k + groups_a * rows * plan.n * 2) / DRAM_BYTES
-    waves = ceil_div(max(plan.num_tiles, 1), plan.num_sms)
-    return max(waves * tile_seconds(plan.block_m, plan.block_n, plan.k, plan.multicast), dram)
+    return max(tiles_seconds(plan), dram)
 
 
 def _cluster_options(mode: str, num_m_blocks: int, num_n_blocks: int, num_tiles: int, num_sms: int):
@@ -98,11 +113,13 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
 
 def choose_plan(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int,
                 expected_m: int | None = None, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan:
-    """The plan with the smallest estimated time; ties go to bigger tiles, then to no cluster."""
+    """The plan with the smallest estimated time; ties go to less tile work, bigger tiles, no cluster."""
     best = None
     best_key = None
     for plan in candidate_plans(mode, m, n, k, num_groups, num_sms, expected_m, smem_limit):
-        key = (round(estimate_seconds(plan) * 1e9), -plan.block_m * plan.block_n, plan.cluster_size)
+        # Memory-bound shapes tie on the first term: the shorter tile work then still wins.
+        key = (round(estimate_seconds(plan) * 1e9), round(tiles_seconds(plan) * 1e9), -plan.block_m * plan.block_n,
+               plan.cluster_size)
         if best_key is None or key < best_key:
             best, best_key = plan, key
     if best is None:
