@@ -25,6 +25,7 @@ constexpr uint32_t kVector = 16;                    // elements per lane and per
 constexpr uint32_t kLanesPerBlock = kBlock / kVector;  // 8 lanes share a per-token scale
 constexpr uint32_t kWarpVectors = 32;               // one vector per lane
 constexpr uint32_t kScaleAlignment = 4;             // floats per 16 bytes: TMA-aligned columns of A's scales
+constexpr uint32_t kBlockThreads = 256;             // both kernels' CTAs
 constexpr float kE4M3Max = 448.0f;
 constexpr float kAmaxFloor = 1e-4f;
 constexpr float kFloat32Max = 3.40282346638528859812e+38f;
@@ -248,14 +249,36 @@ DEVICE Bytes16 vector_codes(const float (&v)[kVector], float scale, float invers
 // scales: (G, ceil(K/128), align(M, 4)) contiguous, i.e. (G, M, ceil(K/128)) TMA-aligned column-major.
 // masked_m (optional, G int32 on the GPU): rows at or past masked_m[g] are neither read nor written.
 //
-// A warp takes one "unit": 32 vectors (512 elements, four scale blocks) of one row, and the grid
-// strides over the G * M * ceil(K/512) units. The unit is warp-uniform, so every shuffle is made by
-// all 32 lanes; lanes past the row's end take part with amax 0, the reference's zero padding.
+// A warp takes "units" of 32 vectors (512 elements, four scale blocks) of one row, and the grid
+// strides over the G * M * ceil(K/512) units, kUnitsInFlight at a time: their loads are all issued
+// before the first is used, which doubles the bytes in flight per warp (the kernel is bound by
+// memory latency x bandwidth, and 4 CTAs of 8 warps per SM are all the registers allow). Units are
+// warp-uniform, so every shuffle is made by all 32 lanes; lanes past a row's end, past the last
+// unit or in a masked row take part with amax 0 (the reference's zero padding) and store nothing.
+constexpr uint32_t kUnitsInFlight = 2;
+
+struct TokenUnit {
+    uint32_t group, row, row_index, vector;  // row_index counts rows over all groups
+    bool inside;                             // this lane has a vector to cast
+};
+
+DEVICE TokenUnit token_unit(uint32_t unit, uint32_t num_units, uint32_t units_per_row, uint32_t rows,
+                            uint32_t vectors_per_row, const int32_t* masked_m) {
+    TokenUnit u;
+    u.row_index = unit / units_per_row;
+    u.group = u.row_index / rows;
+    u.row = u.row_index - u.group * rows;
+    u.vector = (unit - u.row_index * units_per_row) * kWarpVectors + threadIdx.x % 32;
+    u.inside = unit < num_units && u.vector < vectors_per_row;
+    if (u.inside && masked_m != nullptr)
+        u.inside = static_cast<int32_t>(u.row) < load_s32(masked_m + u.group);
+    return u;
+}
+
 template <uint32_t kType>
 DEVICE void per_token_cast(const uint8_t* x, uint8_t* codes, float* scales, const int32_t* masked_m,
                            uint32_t rows, uint32_t num_groups, uint32_t k, uint64_t row_stride,
                            uint64_t group_stride) {
-    const uint32_t lane = threadIdx.x % 32;
     const uint32_t num_warps = gridDim.x * (blockDim.x / 32);
     const uint32_t vectors_per_row = k / kVector;
     const uint32_t units_per_row = (vectors_per_row + kWarpVectors - 1) / kWarpVectors;
@@ -263,31 +286,32 @@ DEVICE void per_token_cast(const uint8_t* x, uint8_t* codes, float* scales, cons
     const uint64_t blocks_per_row = (k + kBlock - 1) / kBlock;
     const uint64_t aligned_rows = (rows + kScaleAlignment - 1) / kScaleAlignment * kScaleAlignment;
 
-    for (uint32_t unit = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; unit < num_units; unit += num_warps) {
-        const uint32_t row_index = unit / units_per_row;  // over all groups
-        const uint32_t group = row_index / rows;
-        const uint32_t row = row_index - group * rows;
-        if (masked_m != nullptr && static_cast<int32_t>(row) >= load_s32(masked_m + group))
-            continue;  // whole warp: a row past the group's valid rows
-        const uint32_t vector = (unit - row_index * units_per_row) * kWarpVectors + lane;
-        const bool inside = vector < vectors_per_row;
-
-        float v[kVector];
-        float amax = 0.0f;
-        if (inside) {
-            Input<kType>::load(x + group * group_stride + row * row_stride + uint64_t(vector) * kVector * Input<kType>::kBytes, v);
-            amax = vector_amax(v);
+    for (uint32_t first = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; first < num_units;
+         first += kUnitsInFlight * num_warps) {
+        TokenUnit units[kUnitsInFlight];
+        float v[kUnitsInFlight][kVector];
+#pragma unroll
+        for (uint32_t i = 0; i < kUnitsInFlight; ++i) {
+            units[i] = token_unit(first + i * num_warps, num_units, units_per_row, rows, vectors_per_row, masked_m);
+            if (units[i].inside)
+                Input<kType>::load(x + units[i].group * group_stride + units[i].row * row_stride +
+                                       uint64_t(units[i].vector) * kVector * Input<kType>::kBytes, v[i]);
         }
 #pragma unroll
-        for (uint32_t width = kLanesPerBlock / 2; width > 0; width /= 2)
-            amax = max_nan(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, width));
-        const float scale = scale_from_amax(amax);
-
-        if (inside) {
-            store_16(codes + uint64_t(row_index) * k + uint64_t(vector) * kVector, vector_codes(v, scale, rcp_rn(scale)));
-            if (lane % kLanesPerBlock == 0) {
-                const uint64_t block = vector / kLanesPerBlock;
-                store_f32(scales + (group * blocks_per_row + block) * aligned_rows + row, scale);
+        for (uint32_t i = 0; i < kUnitsInFlight; ++i) {
+            const TokenUnit& u = units[i];
+            float amax = u.inside ? vector_amax(v[i]) : 0.0f;
+#pragma unroll
+            for (uint32_t width = kLanesPerBlock / 2; width > 0; width /= 2)
+                amax = max_nan(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, width));
+            const float scale = scale_from_amax(amax);
+            if (u.inside) {
+                store_16(codes + uint64_t(u.row_index) * k + uint64_t(u.vector) * kVector,
+                         vector_codes(v[i], scale, rcp_rn(scale)));
+                if (u.vector % kLanesPerBlock == 0) {
+                    const uint64_t block = u.vector / kLanesPerBlock;
+                    store_f32(scales + (u.group * blocks_per_row + block) * aligned_rows + u.row, scale);
+                }
             }
         }
     }
@@ -298,7 +322,6 @@ DEVICE void per_token_cast(const uint8_t* x, uint8_t* codes, float* scales, cons
 // scales: (G, ceil(N/128), ceil(K/128)) contiguous. One CTA of 256 threads per block (grid x: K
 // blocks, y: N blocks, z: groups); thread t holds vector t % 8 of rows t / 8 + 32 i, i < 4, in
 // registers between the block's amax and its codes, so the input is read from memory once.
-constexpr uint32_t kBlockThreads = 256;
 constexpr uint32_t kRowsPerPass = kBlockThreads / kLanesPerBlock;  // 32
 constexpr uint32_t kPasses = kBlock / kRowsPerPass;                // 4
 

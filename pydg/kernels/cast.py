@@ -25,8 +25,12 @@ SOURCES = ("cast.cu", "cast.cuh")
 BLOCK = 128               # the recipe's scaling granularity
 VECTOR = 16               # elements per lane: K must be a multiple of it
 WARP_ELEMENTS = 32 * VECTOR  # a per-token warp's unit of work: 512 elements of one row
-THREADS = 256             # both kernels (cast.cu's __launch_bounds__)
-PER_TOKEN_BLOCKS_PER_SM = 4  # cast.cu: __launch_bounds__(256, 4), so the grid is one resident wave
+THREADS = 256             # both kernels (cast.cuh kBlockThreads)
+# CTAs per SM, the kernels' launch bounds: the registers of 16 floats per lane (x2 units in flight
+# for the per-token cast, x4 rows for the per-block one) allow 3 and 2. The per-token grid is one
+# resident wave of such CTAs.
+PER_TOKEN_BLOCKS_PER_SM = 3
+PER_BLOCK_BLOCKS_PER_SM = 2
 SCALE_M_ALIGNMENT = 4
 INDEX_LIMIT = 2**31 - 1   # the kernels' 32-bit work indices
 GRID_YZ_LIMIT = 65535
@@ -60,8 +64,9 @@ class CastKernel:
         return f"pydg_{self.granularity}_cast"
 
     def defines(self) -> dict[str, int]:
-        return {"PYDG_CAST_INPUT": INPUT_TYPES[self.input_dtype],
-                "PYDG_CAST_PER_BLOCK": int(self.granularity == "per_block")}
+        per_block = self.granularity == "per_block"
+        return {"PYDG_CAST_INPUT": INPUT_TYPES[self.input_dtype], "PYDG_CAST_PER_BLOCK": int(per_block),
+                "PYDG_CAST_CTAS_PER_SM": PER_BLOCK_BLOCKS_PER_SM if per_block else PER_TOKEN_BLOCKS_PER_SM}
 
 
 @lru_cache(maxsize=None)
