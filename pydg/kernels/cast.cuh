@@ -2,7 +2,8 @@
 //   scale = max(amax, 1e-4) / 448, correctly rounded to float32 (amax is NaN if any element is)
 //   code  = E4M3(x / scale): the float32 quotient correctly rounded, then rounded to nearest-even
 //           into E4M3, saturating at +-448.
-// Both divisions are IEEE (div.rn.f32), so -0, subnormals, Inf and NaN behave as in numpy.
+// Both quotients are correctly rounded (the scale's by div.rn.f32, the elements' by `quotient`), and
+// -0, subnormals, Inf and NaN come out as in numpy.
 //
 // Work is cut into "vectors" of 16 consecutive elements of a row: one lane loads a vector with
 // 16-byte loads and stores its 16 codes with one 16-byte store. Since K is a multiple of 16, a
@@ -35,7 +36,7 @@ struct alignas(16) Bytes16 {
 };
 
 // ---- PTX ----------------------------------------------------------------------------------------
-// The input is read exactly once: keep it out of L1 so that the codes written next stay cached.
+// The input is read exactly once, through the read-only path and without allocating in L1.
 DEVICE Bytes16 load_streaming_16(const uint8_t* src) {
     Bytes16 v;
     asm("ld.global.nc.L1::no_allocate.v4.b32 {%0, %1, %2, %3}, [%4];"
