@@ -145,4 +145,4 @@ def test_tracers_and_wrong_scales_are_refused(jax, pj):
     with pytest.raises(TypeError, match="lhs scales: expected dtype float32"):
         pj.gemm_fp8_fp8_bf16_nt(ja, jsa.astype(jnp.bfloat16), jb, jsb)
     with pytest.raises(ValueError, match="lhs scales"):  # row-major scales handed to pydg directly
-        pydg.gemm_fp8_fp8_bf16_nt((ja, jnp.zeros((64, 3), jnp.float32)), (jb, jsb), jnp.empty((64, 128), jnp.bfloat16))
+        pydg.gemm_fp8_fp8_bf16_nt((ja, jnp.zeros((64, 2), jnp.float32)), (jb, jsb), jnp.empty((64, 128), jnp.bfloat16))

@@ -1,5 +1,6 @@
 """CPU: pydg never needs torch to import; pydg.torch_ops says clearly that it does."""
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -28,6 +29,12 @@ def test_torch_ops_without_torch_is_an_import_error():
 
 # ---- with torch installed (CPU): the operators' plumbing, with pydg's GPU GEMMs replaced by a
 # float64 torch computation on the host that also insists on pydg's scale layout ----------------
+
+# Inductor compiles C++ for the host.
+needs_cxx = pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+                               reason="Inductor on the CPU needs a C++ compiler")
+INDUCTOR = pytest.param("inductor", marks=needs_cxx)
+
 
 def _cpu_backend(torch):
     from pydg.layout import is_col_major_tma_aligned
@@ -147,7 +154,7 @@ def test_fake_tensors_give_shapes_and_name_bad_ranks(cpu_ops):
             torch.ops.pydg.gemm_fp8_fp8_bf16_nt(a[0], sa[0], b, sb)
 
 
-@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+@pytest.mark.parametrize("backend", ["aot_eager", INDUCTOR])
 @pytest.mark.parametrize("m", [96, 98])  # 98: A's scales have a padded column stride (100)
 def test_compiled_fullgraph_with_quantisation_inside(cpu_ops, backend, m):
     torch = cpu_ops
@@ -184,6 +191,7 @@ def test_cast_operators_match_pydg_and_their_fake_strides(cpu_ops, shape):
     torch.library.opcheck(torch.ops.pydg.per_block_cast_to_fp8, (x[..., :32, :].contiguous(),))  # N: multiple of 8
 
 
+@needs_cxx
 def test_compiled_model_quantising_with_the_cast_operator(cpu_ops):
     torch = cpu_ops
     b, sb = _quantized(torch, 64, 256, True)

@@ -104,7 +104,7 @@ def test_bad_input_raises_pydg_errors_through_the_op(torch):
     a, sa, b, sb = _dense(torch)
     with pytest.raises(ValueError, match="lhs scales"):
         torch.ops.pydg.gemm_fp8_fp8_bf16_nt(a, sa.contiguous(), b, sb)
-    with pytest.raises(ValueError, match="rhs data: expected a tensor of rank 3"):
+    with pytest.raises(ValueError, match="lhs data: expected a tensor of rank 3"):
         torch.ops.pydg.m_grouped_gemm_fp8_fp8_bf16_nt_masked(a, sa, b, sb, sb.int(), 1)
 
 
