@@ -246,3 +246,31 @@ def test_gpu_plan_of_a_signature(monkeypatch):
     with pytest.raises(ValueError, match=r"x: expected an array on an sm_90 GPU .* \(sm_80\)"):
         quantize._gpu_plan("per_token", "float32", (4, 128), (128, 1), 0, False)
     quantize._gpu_plan.cache_clear()
+
+
+class _RecordedLaunch:
+    """What cast.set_arguments writes into: driver.launch's config structure and parameter buffers
+    (a KernelLaunch needs the driver library)."""
+
+    def __init__(self, params: tuple[str, ...]):
+        from pydg.driver.launch import PARAM_TYPES, LaunchConfig
+
+        self.config = LaunchConfig()
+        self.values = [PARAM_TYPES[kind]() for kind in params]
+
+    def set_value(self, index: int, value: int) -> None:
+        self.values[index].value = value
+
+
+def test_launch_arguments_follow_the_kernel_signature():
+    plan = cast.plan_per_token("bfloat16", 4, 300, 2064, 4128, 300 * 4128, num_sms=132, masked=True)
+    launch = _RecordedLaunch(cast.PARAMS["per_token"])
+    cast.set_arguments(launch, plan, 0x1000, 0x2000, 0x3000, 0x4000)
+    assert tuple(launch.config.grid) == plan.grid
+    assert [v.value for v in launch.values] == [0x1000, 0x2000, 0x3000, 0x4000, 300, 4, 2064, 4128, 300 * 4128]
+
+    plan = cast.plan_per_block("float32", 3, 264, 400, 1600, 264 * 1600)
+    launch = _RecordedLaunch(cast.PARAMS["per_block"])
+    cast.set_arguments(launch, plan, 0x1000, 0x2000, 0x3000, 0)
+    assert tuple(launch.config.grid) == (4, 3, 3)
+    assert [v.value for v in launch.values] == [0x1000, 0x2000, 0x3000, 264, 400, 1600, 264 * 1600]

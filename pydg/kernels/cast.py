@@ -215,17 +215,21 @@ class CastLauncher:
 
     def __call__(self, plan: CastPlan, x: int, codes: int, scales: int, masked_m: int, stream: int) -> None:
         """Launch `plan` (of this kernel) on these pointers (masked_m: 0 for none) and `stream`."""
-        if plan.kernel.granularity == "per_token":
-            values = (x, codes, scales, masked_m, plan.rows, plan.num_groups, plan.k, plan.row_stride_bytes,
-                      plan.group_stride_bytes)
-        else:
-            values = (x, codes, scales, plan.rows, plan.k, plan.row_stride_bytes, plan.group_stride_bytes)
         with self._lock:
-            config = self.launch.config
-            config.gridDimX, config.gridDimY, config.gridDimZ = plan.grid
-            for index, value in enumerate(values):
-                self.launch.set_value(index, value)
+            set_arguments(self.launch, plan, x, codes, scales, masked_m)
             self.launch.launch(stream)
+
+
+def set_arguments(launch, plan: CastPlan, x: int, codes: int, scales: int, masked_m: int) -> None:
+    """Write the plan's grid and the kernel's parameters (cast.cu's order) into a KernelLaunch."""
+    if plan.kernel.granularity == "per_token":
+        values = (x, codes, scales, masked_m, plan.rows, plan.num_groups, plan.k, plan.row_stride_bytes,
+                  plan.group_stride_bytes)
+    else:
+        values = (x, codes, scales, plan.rows, plan.k, plan.row_stride_bytes, plan.group_stride_bytes)
+    launch.config.grid[:] = plan.grid
+    for index, value in enumerate(values):
+        launch.set_value(index, value)
 
 
 _launchers: dict[tuple[CastKernel, int], CastLauncher] = {}
