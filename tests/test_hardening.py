@@ -169,6 +169,7 @@ class FakeGpu:
     launches: list[dict] = field(default_factory=list)
     compiles: dict[tuple, int] = field(default_factory=dict)
     loads: list[int] = field(default_factory=list)
+    handles: dict[tuple, int] = field(default_factory=dict)
     compile_seconds: float = 0.0
     launch_pause_s: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -192,10 +193,11 @@ class FakeGpu:
     def pop_context(self) -> None:
         self.stack().pop()
 
-    def get_function(self, ordinal, key, cubin, name, smem_bytes):
+    def get_function(self, ordinal, key, cubin, name, smem_bytes) -> int:
+        """A CUfunction-like handle, one per (device, kernel)."""
         with self.lock:
             self.loads.append(ordinal)
-        return ("function", ordinal, key)
+            return self.handles.setdefault((ordinal, key), 0x1000 + len(self.handles))
 
     def compile_cubin(self, source_text, name, options, *args, **kwargs):
         with self.lock:
@@ -237,6 +239,7 @@ def fake_gpu(monkeypatch, tmp_path) -> FakeGpu:
     monkeypatch.setattr(module, "get_function", fake.get_function)
     monkeypatch.setattr(nvrtc, "compile_cubin", fake.compile_cubin)
     monkeypatch.setattr(tma_encode, "encode", lambda spec: (spec.validate(), _EncodedMap(spec.global_address))[1])
+    monkeypatch.setattr(launch, "_driver_launch", lambda: None)  # no libcuda here
     monkeypatch.setattr(launch.KernelLaunch, "launch", lambda self, stream: fake.launch(self, stream))
     monkeypatch.setattr(gemm, "current_stream", lambda library, device: 0x5EED0 + device)
     monkeypatch.setattr(source, "_compiled", {})
