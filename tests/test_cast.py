@@ -274,3 +274,13 @@ def test_launch_arguments_follow_the_kernel_signature():
     cast.set_arguments(launch, plan, 0x1000, 0x2000, 0x3000, 0)
     assert tuple(launch.config.grid) == (4, 3, 3)
     assert [v.value for v in launch.values] == [0x1000, 0x2000, 0x3000, 264, 400, 1600, 264 * 1600]
+
+
+def test_cache_entry_says_what_it_holds(tmp_path, monkeypatch):
+    from pydg.driver import cache
+
+    monkeypatch.setenv("PYDG_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cast, "_compiled", {})
+    cast.compile_cast(cast.CastKernel("per_block", "float32"))
+    (entry,) = cache.entries()
+    assert entry.valid and entry.kernel["name"] == "pydg_per_block_cast" and entry.kernel["mode"] == "per_block"

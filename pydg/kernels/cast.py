@@ -93,6 +93,13 @@ def cache_key(kernel: CastKernel) -> str:
     return digest.hexdigest()[:32]
 
 
+def kernel_info(kernel: CastKernel) -> dict[str, object]:
+    """What the cache entry holds, for `pydg cache list` (its layout column shows the granularity)."""
+    return {"name": kernel.name, "mode": kernel.granularity, "input_dtype": kernel.input_dtype,
+            "options": content_options(kernel), "nvrtc": ".".join(map(str, nvrtc.version())), "arch": nvrtc.ARCH,
+            "pydg": __version__}
+
+
 @dataclass(frozen=True)
 class CompiledCast:
     kernel: CastKernel
@@ -120,7 +127,7 @@ def compile_cast(kernel: CastKernel) -> CompiledCast:
             from_disk = entry is not None
             if entry is None:
                 entry = nvrtc.compile_cubin(sources()[ENTRY], ENTRY, options(kernel))
-                cache.store(key, entry)
+                cache.store(key, entry, kernel_info(kernel))
             compiled = CompiledCast(kernel, key, entry.cubin, entry.ptxas, entry.log, from_disk)
             _compiled[kernel] = compiled
     return compiled
