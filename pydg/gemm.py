@@ -49,10 +49,12 @@ def _check_arch(device: int, name: str) -> None:
                          f"{info.name} (sm_{major}{minor})")
 
 
-def _several_gpus() -> bool:
-    from pydg.driver.cuda import device_count
+def _launch_context(device: int) -> int:
+    """With several GPUs, the handle of the device's primary context, which a call must make
+    current when the caller's thread has another; 0 with one GPU (its context is the only one)."""
+    from pydg.driver.cuda import device_count, primary_context
 
-    return device_count() > 1
+    return int(primary_context(device)) if device_count() > 1 else 0
 
 
 def _device_sms_of(device: int) -> int:
@@ -90,7 +92,7 @@ class _Prepared:
     launcher: GemmLauncher | None  # None: nothing to compute (M == 0)
     library: str
     device: int
-    switch_context: bool  # several GPUs: launch inside the arrays' device's context
+    context: int  # several GPUs: the device's primary context, to launch in (0: one GPU, no switch)
 
 
 # The per-signature cache is per thread. A launcher patches the call's pointers into parameter
@@ -141,7 +143,7 @@ def _prepare(mode: str, arrays: tuple, names: tuple[str, ...], hint) -> tuple[_P
         launcher = GemmLauncher(plan, ops, problem.device)
         # PYDG_PRINT_CONFIGS=1 prints each new plan once (pydg/describe.py).
         report_new_shape(plan, launcher.specs, launcher.kernel)
-    prepared = _Prepared(launcher, infos[4].library, problem.device, _several_gpus())
+    prepared = _Prepared(launcher, infos[4].library, problem.device, _launch_context(problem.device))
     return prepared, [info.ptr for info in infos]
 
 
@@ -174,8 +176,8 @@ def _run(mode: str, arrays: tuple, names: tuple[str, ...], hint=None) -> None:
     if len(pointers) == 5:
         pointers.append(0)
     stream = current_stream(prepared.library, prepared.device)
-    if prepared.switch_context:
-        _launch_in_device_context(launcher, tuple(pointers), stream, prepared.device)
+    if prepared.context:
+        _launch_in_device_context(launcher, tuple(pointers), stream, prepared)
         return
     try:
         launcher(tuple(pointers), stream)
@@ -189,13 +191,17 @@ def _run(mode: str, arrays: tuple, names: tuple[str, ...], hint=None) -> None:
         launcher(tuple(pointers), stream)
 
 
-def _launch_in_device_context(launcher: GemmLauncher, pointers: tuple[int, ...], stream: int, device: int) -> None:
-    """With several GPUs the thread's current context may be another device's (torch keeps the
-    current device's): the kernel is launched in the arrays' device's primary context, and the
-    caller's context is current again afterwards."""
-    from pydg.driver.cuda import pop_context, push_context
+def _launch_in_device_context(launcher: GemmLauncher, pointers: tuple[int, ...], stream: int,
+                              prepared: _Prepared) -> None:
+    """With several GPUs the thread's current context may be another device's (torch keeps its
+    current device's): then the kernel is launched with the arrays' device's primary context pushed,
+    and the caller's context is current again afterwards."""
+    from pydg.driver.cuda import current_context, pop_context, push_context
 
-    push_context(device)
+    if current_context() == prepared.context:
+        launcher(pointers, stream)
+        return
+    push_context(prepared.device)
     try:
         launcher(pointers, stream)
     finally:

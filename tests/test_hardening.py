@@ -175,10 +175,17 @@ class FakeGpu:
     lock: threading.Lock = field(default_factory=threading.Lock)
     contexts: threading.local = field(default_factory=threading.local)
 
+    pushes: int = 0
+    base_device: int | None = 0  # the device whose context a thread has current (torch's), None: none
+
     def stack(self) -> list[int]:
+        """This thread's pushed devices, on top of base_device."""
         if not hasattr(self.contexts, "stack"):
             self.contexts.stack = []
         return self.contexts.stack
+
+    def current_device(self) -> int | None:
+        return self.stack()[-1] if self.stack() else self.base_device
 
     # driver queries
     def device_count(self) -> int:
@@ -187,7 +194,17 @@ class FakeGpu:
     def device_info(self, ordinal: int) -> cuda.DeviceInfo:
         return self.devices[ordinal]
 
+    @staticmethod
+    def primary_context(ordinal: int) -> int:
+        return 0xC0000 + ordinal
+
+    def current_context(self) -> int:
+        device = self.current_device()
+        return 0 if device is None else self.primary_context(device)
+
     def push_context(self, ordinal: int) -> None:
+        with self.lock:
+            self.pushes += 1
         self.stack().append(ordinal)
 
     def pop_context(self) -> None:
@@ -221,7 +238,7 @@ class FakeGpu:
             "out_map": out_map,
             "function": kernel_launch.func,
             "stream": stream,
-            "context": self.stack()[-1] if self.stack() else None,
+            "context": self.current_device(),
             "thread": threading.get_ident(),
         }
         with self.lock:
@@ -234,6 +251,8 @@ def fake_gpu(monkeypatch, tmp_path) -> FakeGpu:
     monkeypatch.setenv("PYDG_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(cuda, "device_count", fake.device_count)
     monkeypatch.setattr(cuda, "device_info", fake.device_info)
+    monkeypatch.setattr(cuda, "primary_context", fake.primary_context)
+    monkeypatch.setattr(cuda, "current_context", fake.current_context)
     monkeypatch.setattr(cuda, "push_context", fake.push_context)
     monkeypatch.setattr(cuda, "pop_context", fake.pop_context)
     monkeypatch.setattr(module, "get_function", fake.get_function)
@@ -259,7 +278,7 @@ def test_good_call_launches_with_the_callers_pointers(fake_gpu, mode):
     want = pointers_of(args)
     assert got[:3] == want[:3] and got[3:] == want[3:]
     assert launched["out_map"] == args["out"].data_ptr()
-    assert launched["stream"] == 0x5EED0 and launched["context"] is None  # one GPU: no context switch
+    assert launched["stream"] == 0x5EED0 and launched["context"] == 0 and fake_gpu.pushes == 0
 
 
 @pytest.mark.parametrize("mode", list(GOOD_ARGS))
@@ -490,9 +509,12 @@ def test_products_past_32_bits_are_supported(fake_gpu, mode, args):
 
 # ---- several GPUs ---------------------------------------------------------------------------------
 
+TWO_H100 = [H100, cuda.DeviceInfo(1, "NVIDIA H100 80GB HBM3", (9, 0), 132, 232448)]
+
+
 @pytest.mark.parametrize("mode", list(GOOD_ARGS))
 def test_arrays_on_gpu1_run_in_gpu1s_context(fake_gpu, mode):
-    fake_gpu.devices = [H100, cuda.DeviceInfo(1, "NVIDIA H100 80GB HBM3", (9, 0), 132, 232448)]
+    fake_gpu.devices = TWO_H100  # the thread's current context is GPU 0's (base_device)
     args = GOOD_ARGS[mode](device=1)
     call(mode, args)
     call(mode, {name: x.fresh() for name, x in args.items()})  # the cached path switches too
@@ -502,9 +524,19 @@ def test_arrays_on_gpu1_run_in_gpu1s_context(fake_gpu, mode):
     assert fake_gpu.stack() == [], "the caller's context was not restored"
 
 
+def test_several_gpus_switch_only_when_the_current_context_is_another(fake_gpu):
+    fake_gpu.devices = TWO_H100
+    call("dense", dense_args(device=0))
+    assert fake_gpu.pushes == 0 and fake_gpu.launches[-1]["context"] == 0
+    fake_gpu.base_device = None  # a thread with no current context
+    call("dense", dense_args(device=0))
+    assert fake_gpu.pushes == 1 and fake_gpu.launches[-1]["context"] == 0 and fake_gpu.stack() == []
+
+
 def test_one_gpu_never_switches_context(fake_gpu):
+    fake_gpu.base_device = None
     call("dense", dense_args())
-    assert fake_gpu.launches[0]["context"] is None
+    assert fake_gpu.pushes == 0 and fake_gpu.launches[0]["context"] is None
 
 
 # ---- threads ------------------------------------------------------------------------------------------

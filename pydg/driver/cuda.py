@@ -1,6 +1,8 @@
 """The CUDA driver through cuda-python: result checking, lazy initialisation, devices and contexts."""
 from __future__ import annotations
 
+import ctypes
+import sys
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -107,6 +109,26 @@ def push_context(ordinal: int) -> None:
 
 def pop_context() -> None:
     check("cuCtxPopCurrent", cu.cuCtxPopCurrent())
+
+
+@lru_cache(maxsize=None)
+def _driver_ctx_get_current():
+    name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+    function = ctypes.CDLL(name).cuCtxGetCurrent
+    function.restype = ctypes.c_int
+    function.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
+    return function
+
+
+def current_context() -> int:
+    """The calling thread's current context as an integer handle (0: none). Through ctypes, as the
+    launch is (driver/launch.py): a GEMM asks on every call where there are several GPUs, and
+    cuda-python's wrapper costs about a microsecond."""
+    handle = ctypes.c_void_p()
+    code = _driver_ctx_get_current()(ctypes.byref(handle))
+    if code:
+        check("cuCtxGetCurrent", (cu.CUresult(code),))
+    return handle.value or 0
 
 
 def make_current(ordinal: int):
