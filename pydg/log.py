@@ -45,8 +45,8 @@ def _make_visible() -> None:
     with _visible_lock:
         if _visible:
             return
-        if logger.level == logging.NOTSET or logger.level > logging.INFO:
-            logger.setLevel(logging.INFO)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)  # an application logging at DEBUG keeps its level
         if not logging.getLogger().handlers:
             handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))

@@ -21,7 +21,7 @@ KERNEL_NAME = "pydg_fp8_gemm"
 # The kernel's parameters in order (fp8_gemm.cu), as driver.launch parameter kinds.
 PARAMS = ("tensor_map", "tensor_map", "tensor_map", "tensor_map", "pointer", "pointer", "pointer", "u32", "u32", "u32")
 INCLUDE_OPTION = "--include-path="
-_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"', re.MULTILINE)
 
 
 @lru_cache(maxsize=None)
@@ -33,16 +33,29 @@ def sources() -> dict[str, str]:
 def included_sources(entry: str = ENTRY) -> dict[str, str]:
     """`entry` and every file it includes with #include "..." (transitively), by name: the text
     that decides the kernel (other kernels of this folder do not enter its key)."""
-    files = sources()
+    return dict(_include_closure(entry, tuple(sources().items())))
+
+
+@lru_cache(maxsize=8)
+def _include_closure(entry: str, files: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    texts = dict(files)
     found: dict[str, str] = {}
     pending = [entry]
     while pending:
         name = pending.pop()
-        if name in found or name not in files:
+        if name in found or name not in texts:
             continue
-        found[name] = files[name]
-        pending.extend(_INCLUDE.findall(files[name]))
-    return dict(sorted(found.items()))
+        found[name] = texts[name]
+        pending.extend(_INCLUDE.findall(texts[name]))
+    return tuple(sorted(found.items()))
+
+
+@lru_cache(maxsize=8)
+def _sources_digest(files: tuple[tuple[str, str], ...]) -> bytes:
+    digest = hashlib.sha256()
+    for name, text in files:
+        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
+    return digest.digest()
 
 
 def options(plan: GemmPlan) -> list[str]:
@@ -60,9 +73,8 @@ def cache_key(plan: GemmPlan) -> str:
     file and of every file it includes, the options (no paths), NVRTC's version, the arch and pydg's
     version. No path, user name, host or time enters it, so a cache directory is valid wherever it
     is copied (tests/test_cache.py)."""
-    digest = hashlib.sha256()
-    for name, text in included_sources().items():
-        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
+    # Hashing the sources once per process keeps a key to microseconds (a warm start checks many).
+    digest = hashlib.sha256(_sources_digest(_include_closure(ENTRY, tuple(sources().items()))))
     for opt in (*nvrtc.BASE_OPTIONS, *content_options(plan)):
         digest.update(opt.encode() + b"\0")
     digest.update(repr((nvrtc.version(), nvrtc.ARCH, __version__)).encode())
