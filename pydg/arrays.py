@@ -4,9 +4,10 @@ __cuda_array_interface__ or __dlpack__, and DeviceView (explicitly strided devic
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 # Names pydg uses for dtypes, whatever the library calls them.
 _CAI_TYPESTR = {"|u1": "uint8", "|i1": "int8", "<f4": "float32", "<i4": "int32", "<u2": "uint16",
@@ -211,6 +212,16 @@ def _pointer_device(ptr: int) -> int:
             cu.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, ptr)))
     except Exception:
         return -1
+
+
+def stream_getter(library: str, device: int) -> Callable[[], int]:
+    """A function of no arguments returning current_stream(library, device), with the library's
+    lookup done once (the GEMMs keep one per prepared signature)."""
+    if library == "torch":
+        raw = getattr(sys.modules["torch"]._C, "_cuda_getCurrentRawStream", None)
+        if raw is not None:
+            return functools.partial(raw, device)
+    return functools.partial(current_stream, library, device)
 
 
 def current_stream(library: str, device: int) -> int:

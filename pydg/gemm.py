@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 from pydg import validate
-from pydg.arrays import array_info, current_stream
+from pydg.arrays import array_info, stream_getter
 from pydg.errors import CudaError
 from pydg.describe import report_new_shape
 from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
@@ -67,24 +68,31 @@ def _device_sms_of(device: int) -> int:
 # A call reads each array's signature (shape, strides, dtype, device) and pointer; everything else
 # was decided at the first call with that signature and is kept in a _Prepared.
 
-def _torch_reader(x):
-    return (x.shape, x.stride(), x.dtype, x.device), x.data_ptr()
-
-
 def _cupy_reader(x):
     return (x.shape, x.strides, x.dtype, x.device.id), x.data.ptr
 
 
+# torch.Tensor, once torch has been seen: its signature is read inline in _run, the commonest case
+# and the one whose per-call time is measured (the attribute reads are most of it).
+_torch_tensor: type | None = None
 _READERS: dict[type, object] = {}
 
 
 def _reader(kind: type):
+    """A fast signature reader for arrays of this type, or False (validated on every call)."""
+    global _torch_tensor
     reader = _READERS.get(kind)
     if reader is None:
         library = kind.__module__.split(".", 1)[0]
-        reader = {"torch": _torch_reader, "cupy": _cupy_reader}.get(library, False)
+        if kind.__module__ == "torch" and kind.__name__ == "Tensor":
+            _torch_tensor = kind
+        reader = {"torch": _torch_signature, "cupy": _cupy_reader}.get(library, False)
         _READERS[kind] = reader
     return reader
+
+
+def _torch_signature(x):
+    return (x.shape, x.stride(), x.dtype, x.get_device()), x.data_ptr()
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,7 @@ class _Prepared:
     library: str
     device: int
     context: int  # several GPUs: the device's primary context, to launch in (0: one GPU, no switch)
+    stream: Callable[[], int]  # the caller's current stream on `device` (torch's or CuPy's)
 
 
 # The per-signature cache is per thread. A launcher patches the call's pointers into parameter
@@ -143,7 +152,9 @@ def _prepare(mode: str, arrays: tuple, names: tuple[str, ...], hint) -> tuple[_P
         launcher = GemmLauncher(plan, ops, problem.device)
         # PYDG_PRINT_CONFIGS=1 prints each new plan once (pydg/describe.py).
         report_new_shape(plan, launcher.specs, launcher.kernel)
-    prepared = _Prepared(launcher, infos[4].library, problem.device, _launch_context(problem.device))
+    library = infos[4].library
+    prepared = _Prepared(launcher, library, problem.device, _launch_context(problem.device),
+                         stream_getter(library, problem.device))
     return prepared, [info.ptr for info in infos]
 
 
@@ -151,12 +162,16 @@ def _run(mode: str, arrays: tuple, names: tuple[str, ...], hint=None) -> None:
     key = [mode, hint, _num_sms]
     pointers = []
     for x in arrays:
+        if type(x) is _torch_tensor:
+            key += (x.shape, x.stride(), x.dtype, x.get_device())
+            pointers.append(x.data_ptr())
+            continue
         reader = _reader(type(x))
         if not reader:
             key = None
             break
         signature, pointer = reader(x)
-        key.append(signature)
+        key += signature
         pointers.append(pointer)
     prepared = None
     if key is not None:
@@ -175,7 +190,7 @@ def _run(mode: str, arrays: tuple, names: tuple[str, ...], hint=None) -> None:
         return
     if len(pointers) == 5:
         pointers.append(0)
-    stream = current_stream(prepared.library, prepared.device)
+    stream = prepared.stream()
     if prepared.context:
         _launch_in_device_context(launcher, tuple(pointers), stream, prepared)
         return
@@ -225,7 +240,10 @@ def gemm_fp8_fp8_bf16_nt(lhs, rhs, out) -> None:
     out: (M, N) bfloat16, contiguous (CuPy: raw 16-bit words).
     N must be a multiple of 8 and K of 16. Runs on the caller's current stream; never syncs.
     """
-    a, sa, b, sb = validate.unpack(lhs, rhs)
+    if type(lhs) is tuple and type(rhs) is tuple and len(lhs) == 2 == len(rhs):
+        (a, sa), (b, sb) = lhs, rhs
+    else:
+        a, sa, b, sb = validate.unpack(lhs, rhs)
     _run("dense", (a, sa, b, sb, out), _NAMES)
 
 

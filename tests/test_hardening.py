@@ -76,6 +76,9 @@ class FakeTensor:
     def data_ptr(self) -> int:
         return self._ptr
 
+    def get_device(self) -> int:
+        return self.ordinal
+
     @property
     def ordinal(self) -> int:
         return -1 if self.device.index is None else self.device.index
@@ -260,7 +263,7 @@ def fake_gpu(monkeypatch, tmp_path) -> FakeGpu:
     monkeypatch.setattr(tma_encode, "encode", lambda spec: (spec.validate(), _EncodedMap(spec.global_address))[1])
     monkeypatch.setattr(launch, "_driver_launch", lambda: None)  # no libcuda here
     monkeypatch.setattr(launch.KernelLaunch, "launch", lambda self, stream: fake.launch(self, stream))
-    monkeypatch.setattr(gemm, "current_stream", lambda library, device: 0x5EED0 + device)
+    monkeypatch.setattr(gemm, "stream_getter", lambda library, device: lambda: 0x5EED0 + device)
     monkeypatch.setattr(source, "_compiled", {})
     monkeypatch.setattr(gemm, "_cache", gemm._ThreadCache())
     monkeypatch.setattr(gemm, "_num_sms", None)
