@@ -12,8 +12,6 @@ from __future__ import annotations
 import types
 from typing import Any
 
-import numpy as np
-
 E4M3_MAX = 448.0
 E4M3_NAN = 0x7F
 _E4M3_MAX_CODE = 0x7E
@@ -27,12 +25,15 @@ _REBIAS = (127 - 7) << 3
 
 
 def array_module(x: Any) -> types.ModuleType:
-    """numpy or cupy, whichever owns `x` (CuPy is imported only when `x` is a CuPy array)."""
+    """numpy or cupy, whichever owns `x` (each is imported only when first needed: `import pydg`
+    stays light)."""
     if type(x).__module__.split(".")[0] == "cupy":
         import cupy
 
         return cupy
-    return np
+    import numpy
+
+    return numpy
 
 
 def e4m3_to_float32(codes: Any) -> Any:
@@ -43,7 +44,7 @@ def e4m3_to_float32(codes: Any) -> Any:
     """
     xp = array_module(codes)
     codes = xp.asarray(codes)
-    if codes.dtype not in (np.uint8, np.int8):
+    if codes.dtype not in (xp.uint8, xp.int8):
         raise TypeError(f"codes: expected dtype uint8 or int8 (raw E4M3 bytes), got {codes.dtype}")
     # Viewing int8 as uint8 keeps the bits; astype would sign-extend them.
     c = codes.view(xp.uint8).astype(xp.int32)
@@ -55,7 +56,7 @@ def e4m3_to_float32(codes: Any) -> Any:
     power = xp.where(subnormal, -9, exponent - 10).astype(xp.int32)
     magnitude = xp.ldexp(significand, power).astype(xp.float32, copy=False)
     value = xp.where((c & 0x80) != 0, -magnitude, magnitude)
-    return xp.where((c & 0x7F) == E4M3_NAN, xp.float32(np.nan), value).astype(xp.float32, copy=False)
+    return xp.where((c & 0x7F) == E4M3_NAN, xp.float32(xp.nan), value).astype(xp.float32, copy=False)
 
 
 def float32_to_e4m3(x: Any) -> Any:

@@ -24,8 +24,6 @@ import sys
 import types
 from typing import Any
 
-import numpy as np
-
 from pydg.fp8 import E4M3_MAX, array_module, float32_to_e4m3
 from pydg.layout import get_col_major_tma_aligned_tensor
 from pydg.utils import ceil_div
@@ -110,7 +108,11 @@ def _library(x: Any) -> str:
 
 def _dtype_name(x: Any) -> str:
     dtype = x.dtype
-    return str(dtype)[len("torch."):] if _library(x) == "torch" else np.dtype(dtype).name
+    if _library(x) == "torch":
+        return str(dtype)[len("torch."):]
+    import numpy
+
+    return numpy.dtype(dtype).name
 
 
 def _check_input(x: Any, name: str, min_rank: int) -> None:
