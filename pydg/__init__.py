@@ -1,5 +1,6 @@
 """pydg: FP8 GEMMs with fine-grained scaling for Hopper, in pure Python over the CUDA driver."""
 from pydg.version import __version__
+from pydg.autotune import set_autotune
 from pydg.describe import (
     CallDescription,
     CallPlan,
@@ -42,5 +43,6 @@ __all__ = [
     "plan_gemm",
     "plan_m_grouped_contiguous",
     "plan_m_grouped_masked",
+    "set_autotune",
     "set_num_sms",
 ]

@@ -5,11 +5,12 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from pydg import validate
+from pydg import autotune, validate
 from pydg.arrays import array_info, stream_getter
 from pydg.errors import CudaError
 from pydg.describe import report_new_shape
 from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
+from pydg.scheduler.plan import GemmPlan
 
 _num_sms: int | None = None
 
@@ -147,6 +148,8 @@ def _prepare(mode: str, arrays: tuple, names: tuple[str, ...], hint) -> tuple[_P
     if problem.m > 0:
         num_sms = min(get_num_sms(), _device_sms_of(problem.device))
         plan = choose_plan(mode, problem.m, problem.n, problem.k, problem.num_groups, num_sms, expected_m=hint)
+        if autotune.enabled():
+            plan = _autotuned(plan, problem, num_sms, hint, ops, infos)
         validate.check_tile_count(plan)
         # Threads that need the same new kernel wait inside compile_plan for one compilation.
         launcher = GemmLauncher(plan, ops, problem.device)
@@ -156,6 +159,32 @@ def _prepare(mode: str, arrays: tuple, names: tuple[str, ...], hint) -> tuple[_P
     prepared = _Prepared(launcher, library, problem.device, _launch_context(problem.device),
                          stream_getter(library, problem.device))
     return prepared, [info.ptr for info in infos]
+
+
+def _autotuned(plan: GemmPlan, problem, num_sms: int, hint, ops: GemmOperands, infos: tuple) -> GemmPlan:
+    """PYDG_AUTOTUNE: the fastest of the model's best plans, timed on this call's arrays and stream
+    (pydg/autotune.py), or the model's plan while the stream is being captured into a graph."""
+    from pydg.driver.cuda import device_info, pop_context, push_context
+    from pydg.scheduler.heuristics import ranked_plans
+
+    push_context(problem.device)  # events and launches need the arrays' device's context
+    try:
+        stream = stream_getter(infos[4].library, problem.device)()
+        if autotune.stream_is_capturing(stream):
+            return plan
+        ranked = ranked_plans(plan.mode, problem.m, problem.n, problem.k, problem.num_groups, num_sms,
+                              expected_m=hint)
+        plans = autotune.candidates([plan, *ranked])
+        pointers = tuple(info.ptr for info in infos) + ((0,) if len(infos) == 5 else ())
+
+        def time_plan(candidate) -> float:
+            validate.check_tile_count(candidate)
+            launcher = GemmLauncher(candidate, ops, problem.device)
+            return autotune.time_launches(lambda: launcher(pointers, stream), stream)
+
+        return autotune.best_plan(plans, device_info(problem.device).name, time_plan)
+    finally:
+        pop_context()
 
 
 def _run(mode: str, arrays: tuple, names: tuple[str, ...], hint=None) -> None:

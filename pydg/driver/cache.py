@@ -30,6 +30,7 @@ FORMAT = 1
 ENTRY_SUFFIX = ".json"
 SIDE_SUFFIXES = (".cubin", ".ptx", ".sass")
 MANIFEST_PREFIX = "warmup-"  # pydg/warmup.py's lists of the kernels a set of shapes needs
+AUTOTUNE_PREFIX = "autotune-"  # pydg/autotune.py's records of the fastest plan of a shape
 
 _warned_lock = threading.Lock()
 _warned_dirs: set[str] = set()
@@ -127,7 +128,7 @@ def entries() -> list[EntryInfo]:
     found = []
     try:
         paths = sorted(p for p in directory.iterdir()
-                       if p.suffix == ENTRY_SUFFIX and not p.name.startswith(MANIFEST_PREFIX))
+                       if p.suffix == ENTRY_SUFFIX and not p.name.startswith((MANIFEST_PREFIX, AUTOTUNE_PREFIX)))
     except OSError:
         return []
     for path in paths:

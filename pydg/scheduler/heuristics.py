@@ -111,20 +111,33 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
                 yield plan
 
 
+def _rank(plan: GemmPlan) -> tuple:
+    # Memory-bound shapes tie on the first term: the shorter tile work then still wins.
+    return (round(estimate_seconds(plan) * 1e9), round(tiles_seconds(plan) * 1e9), -plan.block_m * plan.block_n,
+            plan.cluster_size)
+
+
+def fit_grid(plan: GemmPlan) -> GemmPlan:
+    """Fewer CTAs than SMs when there are fewer tiles: idle CTAs would only cost launch time."""
+    if plan.mode != "masked" and plan.num_tiles < plan.num_sms:
+        return replace(plan, num_sms=max(plan.cluster_size, plan.num_tiles + plan.num_tiles % plan.cluster_size))
+    return plan
+
+
+def ranked_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int,
+                 expected_m: int | None = None, smem_limit: int = MAX_SMEM_BYTES) -> list[GemmPlan]:
+    """Every candidate, best first by the model, each with its grid fitted (autotuning times the
+    first few of these)."""
+    plans = sorted(candidate_plans(mode, m, n, k, num_groups, num_sms, expected_m, smem_limit), key=_rank)
+    if not plans:
+        raise ValueError(f"no kernel plan fits {mode} m={m} n={n} k={k} in {smem_limit} bytes of shared memory")
+    return [fit_grid(plan) for plan in plans]
+
+
 def choose_plan(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int,
                 expected_m: int | None = None, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan:
     """The plan with the smallest estimated time; ties go to less tile work, bigger tiles, no cluster."""
-    best = None
-    best_key = None
-    for plan in candidate_plans(mode, m, n, k, num_groups, num_sms, expected_m, smem_limit):
-        # Memory-bound shapes tie on the first term: the shorter tile work then still wins.
-        key = (round(estimate_seconds(plan) * 1e9), round(tiles_seconds(plan) * 1e9), -plan.block_m * plan.block_n,
-               plan.cluster_size)
-        if best_key is None or key < best_key:
-            best, best_key = plan, key
+    best = min(candidate_plans(mode, m, n, k, num_groups, num_sms, expected_m, smem_limit), key=_rank, default=None)
     if best is None:
         raise ValueError(f"no kernel plan fits {mode} m={m} n={n} k={k} in {smem_limit} bytes of shared memory")
-    # Fewer CTAs than SMs when there are fewer tiles: idle CTAs would only cost launch time.
-    if best.mode != "masked" and best.num_tiles < best.num_sms:
-        best = replace(best, num_sms=max(best.cluster_size, best.num_tiles + best.num_tiles % best.cluster_size))
-    return best
+    return fit_grid(best)
