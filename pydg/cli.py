@@ -37,16 +37,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     m, n, k = DEFAULT_SHAPE
     parser = argparse.ArgumentParser(
@@ -78,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("k", type=_positive_int, metavar="K")
     plan.add_argument("--grouped", choices=("contiguous", "masked"), help="an MoE layout instead of a dense GEMM")
     plan.add_argument("--groups", type=_positive_int, default=1, help="number of groups (experts), default 1")
-    plan.add_argument("--expected-m", type=_nonnegative_int,
+    plan.add_argument("--expected-m", type=_positive_int,
                       help="masked layout: the host's hint of rows per group (default M)")
     plan.add_argument("--num-sms", type=_positive_int,
                       help=f"SMs to plan for (default: the GPU's, or {NUM_SMS_WITHOUT_GPU} without one)")

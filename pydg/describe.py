@@ -19,6 +19,7 @@ from pydg.scheduler.heuristics import choose_plan
 from pydg.scheduler.plan import GemmPlan
 from pydg.tma.spec import TensorMapSpec
 from pydg.utils import align, ceil_div
+from pydg.validate import check_expected_m
 
 
 @dataclass(frozen=True)
@@ -234,10 +235,7 @@ def plan_m_grouped_masked(m_max: int, n: int, k: int, num_groups: int, expected_
     B (num_groups, n, k) and the host hint `expected_m` (default m_max)."""
     _check_sizes(m_max, n, k, "m_max")
     _positive(num_groups, "num_groups")
-    if expected_m is None:
-        expected_m = m_max
-    elif not isinstance(expected_m, int) or isinstance(expected_m, bool) or expected_m < 0:
-        raise ValueError(f"expected_m: expected a non-negative int, got {expected_m!r}")
+    expected_m = m_max if expected_m is None else check_expected_m(expected_m)  # as the GEMM checks it
     return _plan("masked", m_max, n, k, num_groups, expected_m, num_sms, compile)
 
 

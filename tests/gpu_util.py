@@ -42,3 +42,14 @@ def calc_diff(torch, x, y) -> float:
 
 def nan_like(torch, shape):
     return torch.full(shape, float("nan"), device="cuda", dtype=torch.bfloat16)
+
+
+def quantize_rows_traceable(torch, x):
+    """Per-token FP8 in plain torch ops (traceable by torch.compile), scales TMA-aligned column-major."""
+    m, k = x.shape
+    blocks = x.float().view(m, k // 128, 128)
+    scales = blocks.abs().amax(dim=-1).clamp(min=1e-4) / 448.0
+    data = (blocks / scales.unsqueeze(-1)).to(torch.float8_e4m3fn).view(m, k)
+    buffer = torch.zeros(k // 128, (m + 3) // 4 * 4, dtype=torch.float32, device=x.device)
+    buffer[:, :m] = scales.t()
+    return data, buffer[:, :m].t()

@@ -84,7 +84,7 @@ def test_grouped_plans():
     (lambda: pydg.plan_gemm(64.0, 256, 256), "m: expected a positive int, got 64.0"),
     (lambda: pydg.plan_gemm(64, 256, 256, num_sms=0), "num_sms: expected a positive int"),
     (lambda: pydg.plan_m_grouped_contiguous(256, 256, 256, 0), "num_groups: expected a positive int"),
-    (lambda: pydg.plan_m_grouped_masked(256, 256, 256, 2, expected_m=-1), "expected_m: expected a non-negative"),
+    (lambda: pydg.plan_m_grouped_masked(256, 256, 256, 2, expected_m=0), "expected_m: expected a positive int"),
     (lambda: pydg.describe_gemm(64, 256, 256, mode="grouped"), "mode: expected 'dense'"),
 ])
 def test_bad_sizes_name_the_argument(call, match):

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from gpu_util import quantize_rows_traceable
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 _NO_TORCH = "import sys; sys.modules['torch'] = None\n"  # makes `import torch` raise ImportError
@@ -95,15 +97,6 @@ def _quantized(torch, rows, k, per_block, lead=()):
     return data, pydg.get_col_major_tma_aligned_tensor(scales)
 
 
-def _quantize_rows(torch, x):
-    """Per-token FP8 in plain torch ops (traceable), scales TMA-aligned column-major."""
-    m, k = x.shape
-    blocks = x.float().view(m, k // 128, 128)
-    scales = blocks.abs().amax(dim=-1).clamp(min=1e-4) / 448.0
-    data = (blocks / scales.unsqueeze(-1)).to(torch.float8_e4m3fn).view(m, k)
-    buffer = torch.zeros(k // 128, (m + 3) // 4 * 4, dtype=torch.float32, device=x.device)
-    buffer[:, :m] = scales.t()
-    return data, buffer[:, :m].t()
 
 
 def test_schemas_declare_the_mutated_out(cpu_ops):
@@ -161,7 +154,7 @@ def test_compiled_fullgraph_with_quantisation_inside(cpu_ops, backend, m):
     b, sb = _quantized(torch, 64, 256, True)
 
     def layer(x):
-        a, sa = _quantize_rows(torch, x)
+        a, sa = quantize_rows_traceable(torch, x)
         out = torch.ops.pydg.gemm_fp8_fp8_bf16_nt(a, sa, b, sb)
         res = torch.empty_like(out)
         torch.ops.pydg.gemm_fp8_fp8_bf16_nt_out(a, sa, b, sb, res)

@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 import pydg
-from gpu_util import DIFF_LIMIT, calc_diff, nan_like, quantized_pair, torch_module
+from gpu_util import DIFF_LIMIT, calc_diff, nan_like, quantize_rows_traceable, quantized_pair, torch_module
 
 pytestmark = pytest.mark.gpu
 
@@ -46,17 +46,6 @@ def _masked(torch, groups=4, m_max=128, n=256, k=512):
     a, sa = quantized_pair(torch, m_max, k, per_block=False, lead=(groups,))
     b, sb = quantized_pair(torch, n, k, per_block=True, lead=(groups,))
     return a, sa, b, sb
-
-
-def _quantize_rows(torch, x):
-    """Per-token FP8 in plain torch ops (traceable), scales TMA-aligned column-major."""
-    m, k = x.shape
-    blocks = x.float().view(m, k // 128, 128)
-    scales = blocks.abs().amax(dim=-1).clamp(min=1e-4) / 448.0
-    data = (blocks / scales.unsqueeze(-1)).to(torch.float8_e4m3fn).view(m, k)
-    buffer = torch.zeros(k // 128, (m + 3) // 4 * 4, dtype=torch.float32, device=x.device)
-    buffer[:, :m] = scales.t()
-    return data, buffer[:, :m].t()
 
 
 # ---- eager ---------------------------------------------------------------------------------------
@@ -150,7 +139,7 @@ class _DenseLinear:
                 self.register_buffer("sw", sw)
 
             def forward(self, x_or_a, sa=None):
-                a, sa = _quantize_rows(torch, x_or_a) if quantize_inside else (x_or_a, sa)
+                a, sa = quantize_rows_traceable(torch, x_or_a) if quantize_inside else (x_or_a, sa)
                 return torch.ops.pydg.gemm_fp8_fp8_bf16_nt(a, sa, self.w, self.sw)
 
         return DenseLinear().cuda()

@@ -10,14 +10,7 @@
 // vector is wholly inside the row or wholly past it, and the 8 lanes of a 128-wide scale block are
 // 8 neighbouring lanes of one warp.
 #pragma once
-
-typedef unsigned char uint8_t;
-typedef unsigned short uint16_t;
-typedef unsigned int uint32_t;
-typedef int int32_t;
-typedef unsigned long long uint64_t;
-
-#define DEVICE __device__ __forceinline__
+#include "ptx.cuh"  // the integer types, DEVICE, Bytes16 and store_global_16
 
 namespace pydg_cast {
 
@@ -31,10 +24,6 @@ constexpr float kE4M3Max = 448.0f;
 constexpr float kAmaxFloor = 1e-4f;
 constexpr float kFloat32Max = 3.40282346638528859812e+38f;
 
-struct alignas(16) Bytes16 {
-    uint32_t x, y, z, w;
-};
-
 // ---- PTX ----------------------------------------------------------------------------------------
 // The input is read exactly once, through the read-only path and without allocating in L1.
 DEVICE Bytes16 load_streaming_16(const uint8_t* src) {
@@ -43,11 +32,6 @@ DEVICE Bytes16 load_streaming_16(const uint8_t* src) {
         : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
         : "l"(src));
     return v;
-}
-
-DEVICE void store_16(uint8_t* dst, Bytes16 v) {
-    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(dst), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
-                 : "memory");
 }
 
 DEVICE void store_f32(float* dst, float v) {
@@ -307,7 +291,7 @@ DEVICE void per_token_cast(const uint8_t* x, uint8_t* codes, float* scales, cons
                 amax = max_nan(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, width));
             const float scale = scale_from_amax(amax);
             if (u.inside) {
-                store_16(codes + uint64_t(u.row_index) * k + uint64_t(u.vector) * kVector,
+                store_global_16(codes + uint64_t(u.row_index) * k + uint64_t(u.vector) * kVector,
                          vector_codes(v[i], scale, rcp_rn(scale)));
                 if (u.vector % kLanesPerBlock == 0) {
                     const uint64_t block = u.vector / kLanesPerBlock;
@@ -365,7 +349,7 @@ DEVICE void per_block_cast(const uint8_t* x, uint8_t* codes, float* scales, uint
     for (uint32_t pass = 0; pass < kPasses; ++pass) {
         const uint32_t row = first_row + pass * kRowsPerPass;
         if (column_inside && row < n)
-            store_16(codes_group + uint64_t(row) * k, vector_codes(v[pass], scale, inverse));
+            store_global_16(codes_group + uint64_t(row) * k, vector_codes(v[pass], scale, inverse));
     }
 }
 

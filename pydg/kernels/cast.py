@@ -20,7 +20,7 @@ from pydg.version import __version__
 
 KERNEL_DIR = pathlib.Path(__file__).resolve().parent
 ENTRY = "cast.cu"
-SOURCES = ("cast.cu", "cast.cuh")
+SOURCES = ("cast.cu", "cast.cuh", "ptx.cuh")
 
 BLOCK = 128               # the recipe's scaling granularity
 VECTOR = 16               # elements per lane: K must be a multiple of it

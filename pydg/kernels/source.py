@@ -128,21 +128,15 @@ def _key_lock(key: str) -> threading.Lock:
 def compile_plan(plan: GemmPlan) -> CompiledKernel:
     """The cubin for `plan`: from this process, else from the disk cache, else from NVRTC.
     Threads asking for the same new kernel wait for one compilation."""
-    key = cache_key(plan)
-    kernel = _compiled.get(key)
-    if kernel is not None:
-        return kernel
-    with _key_lock(key):
-        kernel = _compiled.get(key)
-        if kernel is None:
-            kernel = _load(plan, key) or _compile(plan, key)
-            _after_first_use(plan, kernel)
-            _compiled[key] = kernel
-    return kernel
+    return _get(plan, compile=True)
 
 
 def lookup(plan: GemmPlan) -> CompiledKernel | None:
     """The kernel if this process or the disk cache has it; never compiles."""
+    return _get(plan, compile=False)
+
+
+def _get(plan: GemmPlan, compile: bool) -> CompiledKernel | None:
     key = cache_key(plan)
     kernel = _compiled.get(key)
     if kernel is not None:
@@ -150,7 +144,7 @@ def lookup(plan: GemmPlan) -> CompiledKernel | None:
     with _key_lock(key):
         kernel = _compiled.get(key)
         if kernel is None:
-            kernel = _load(plan, key)
+            kernel = _load(plan, key) or (_compile(plan, key) if compile else None)
             if kernel is not None:
                 _after_first_use(plan, kernel)
                 _compiled[key] = kernel
