@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one script for a device call, from the repo root (carry .anchor to compare with DeepGEMM):
 #   bash scripts/gpu_check.sh [tests|bench|all] [extra bench args, e.g. --what dense,host --iters 10]
-# Every log lands in $OUT (default /tmp/out): gpu.txt, dg_build.log (if DeepGEMM was built), tests.log,
-# bench.log, bench.json, bench.png — at most 6 files, no folders, within what a device call returns.
+# Every log lands in $OUT (default /tmp/out): gpu.txt, env.txt, dg_build.log (if DeepGEMM was built),
+# tests.log, bench.log, bench.json, bench.png — at most 7 files, no folders, within what a device call
+# returns (8 files).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,12 @@ mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit --format=csv
   echo; nvidia-smi; } > "$OUT/gpu.txt" 2>&1
 
+# torch in a fresh process, alone and after JAX: in the 2026-11-23 full-suite run torch failed to
+# import half-way inside pytest ("annotate(strtag)" schema error), see the issue notes.
+{ env | sort; echo; for pre in "" "import jax; "; do
+    python3 -c "${pre}import torch; print('import ${pre}torch: ok', torch.__version__)" 2>&1 | tail -n 3; done
+} > "$OUT/env.txt" 2>&1
+
 # DeepGEMM 2.8, built once per machine into /tmp/dg by the anchor's script (it keeps the build log in $OUT).
 # Its JIT compiles with nvcc at call time, so its include path and cache must be set for the bench too.
 if [ -f .anchor/run_anchor.sh ]; then
@@ -36,8 +43,10 @@ fi
 
 tests_status=skipped bench_status=skipped
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  python3 -m pytest -q -rs tests 2>&1 | tee "$OUT/tests.log"
-  tests_status=${PIPESTATUS[0]}
+  # -v: a run stopped by the call's time limit still shows which tests finished and how.
+  python3 -m pytest -v -rs -p no:cacheprovider tests > "$OUT/tests.log" 2>&1
+  tests_status=$?
+  grep -E " (FAILED|ERROR)" "$OUT/tests.log" | head -n 40
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   python3 -m pydg bench --json "$OUT/bench.json" --plot "$OUT/bench.png" "$@" 2>&1 | tee "$OUT/bench.log"
