@@ -269,10 +269,7 @@ def gemm_fp8_fp8_bf16_nt(lhs, rhs, out) -> None:
     out: (M, N) bfloat16, contiguous (CuPy: raw 16-bit words).
     N must be a multiple of 8 and K of 16. Runs on the caller's current stream; never syncs.
     """
-    if type(lhs) is tuple and type(rhs) is tuple and len(lhs) == 2 == len(rhs):
-        (a, sa), (b, sb) = lhs, rhs
-    else:
-        a, sa, b, sb = validate.unpack(lhs, rhs)
+    a, sa, b, sb = validate.unpack(lhs, rhs)
     _run("dense", (a, sa, b, sb, out), _NAMES)
 
 
