@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The one script for a device call, from the repo root (carry .anchor to compare with DeepGEMM):
-#   bash scripts/gpu_check.sh [tests|bench|all] [extra bench args, e.g. --what dense,host --iters 10]
+#   bash scripts/gpu_check.sh [tests|bench|all|extras] [extra bench args, e.g. --what dense,host --iters 10]
+# extras: what the issues measure beside the suite and the GEMM benchmark, into $OUT/extras.log:
+# compute-sanitizer (memcheck, synccheck, racecheck), the cast kernels' bandwidth (scripts/bench_cast.py),
+# cold-start numbers (scripts/cold_start.py) and the timed warm-up of the contract's shapes, cold and warm.
 # Every log lands in $OUT (default /tmp/out): gpu.txt, env.txt, dg_build.log (if DeepGEMM was built),
 # tests.log, bench.log, bench.json, bench.png — at most 7 files, no folders, within what a device call
 # returns (8 files).
@@ -10,8 +13,8 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 [ $# -gt 0 ] && shift
 case $what in
-  tests|bench|all) ;;
-  *) echo "usage: bash scripts/gpu_check.sh [tests|bench|all] [extra bench args]" >&2; exit 2 ;;
+  tests|bench|all|extras) ;;
+  *) echo "usage: bash scripts/gpu_check.sh [tests|bench|all|extras] [extra bench args]" >&2; exit 2 ;;
 esac
 
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYDG_CACHE_DIR=/tmp/pydg-cache
@@ -39,6 +42,22 @@ if [ -f .anchor/run_anchor.sh ]; then
   fi
 else
   echo "no .anchor/ carried: benchmarking without DeepGEMM"
+fi
+
+if [ "$what" = extras ]; then
+  {
+    echo "== sanitizers"; OUT=/tmp/sanitize bash scripts/sanitize.sh memcheck synccheck racecheck 2>&1 | tail -n 8
+    echo "== cast bandwidth"; python3 scripts/bench_cast.py 2>&1 | tail -n 20
+    echo "== cold start"; python3 scripts/cold_start.py 2>&1 | tail -n 20
+    warm_dir=$(mktemp -d)
+    TIMEFORMAT="%R s"
+    for run in cold warm; do
+      echo "== pydg compile --contract ($run, $(nproc) cores):"
+      time (PYDG_CACHE_DIR=$warm_dir python3 -m pydg compile --contract > /dev/null 2>&1)
+    done
+  } > "$OUT/extras.log" 2>&1
+  cat "$OUT/extras.log"
+  exit 0
 fi
 
 tests_status=skipped bench_status=skipped
