@@ -324,19 +324,30 @@ def test_call_is_ordered_on_the_current_torch_stream(mode):
     case = make_case(torch, mode, *SMALL[mode])
     out = nan_like(torch, case.out_shape)
     case.run(out)  # compile and load now, not while the stream sleeps
+
+    def launch(stream):
+        with torch.cuda.stream(stream):
+            case.run(out)
+
+    _assert_runs_behind_busy_stream(torch, out, launch, "the GEMM did not run behind its stream's earlier work")
+    case.check(torch, out)
+
+
+def _assert_runs_behind_busy_stream(torch, out, launch, message: str) -> None:
+    """Poison `out`, keep a new stream busy, `launch(stream)` the call on it, and check from a second
+    stream that `out` was still untouched while the first slept: the call was queued behind it."""
     torch.cuda.synchronize()
     out.fill_(float("nan"))
     torch.cuda.synchronize()
     stream = torch.cuda.Stream()
     with torch.cuda.stream(stream):
         torch.cuda._sleep(200_000_000)
-        case.run(out)
+    launch(stream)
     observer = torch.cuda.Stream()
     with torch.cuda.stream(observer):
         seen_early = out.clone()
     torch.cuda.synchronize()
-    assert torch.isnan(seen_early).all(), "the GEMM did not run behind its stream's earlier work"
-    case.check(torch, out)
+    assert torch.isnan(seen_early).all(), message
 
 
 def test_call_is_ordered_on_the_current_cupy_stream():
@@ -350,18 +361,12 @@ def test_call_is_ordered_on_the_current_cupy_stream():
     assert csa.strides == tuple(s * 4 for s in case.sa.stride())
     pydg.gemm_fp8_fp8_bf16_nt((ca, csa), (cb, csb), cout)  # warm-up on CuPy's default stream
     cupy.cuda.get_current_stream().synchronize()
-    out.fill_(float("nan"))
-    torch.cuda.synchronize()
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        torch.cuda._sleep(200_000_000)
-    with cupy.cuda.ExternalStream(stream.cuda_stream):
-        pydg.gemm_fp8_fp8_bf16_nt((ca, csa), (cb, csb), cout)
-    observer = torch.cuda.Stream()
-    with torch.cuda.stream(observer):
-        seen_early = out.clone()
-    torch.cuda.synchronize()
-    assert torch.isnan(seen_early).all(), "the GEMM did not run on CuPy's current stream"
+
+    def launch(stream):
+        with cupy.cuda.ExternalStream(stream.cuda_stream):
+            pydg.gemm_fp8_fp8_bf16_nt((ca, csa), (cb, csb), cout)
+
+    _assert_runs_behind_busy_stream(torch, out, launch, "the GEMM did not run on CuPy's current stream")
     case.check(torch, out)
 
 
