@@ -1,6 +1,7 @@
 """examples/moe_layer.py in a small configuration: both MoE paths agree with their references."""
 import importlib.util
 import pathlib
+import sys
 
 import pytest
 
@@ -20,6 +21,8 @@ LIMIT_VS_EMULATION = 1e-2
 def _example():
     spec = importlib.util.spec_from_file_location("moe_layer", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs: @dataclass looks its own module up in sys.modules.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
