@@ -27,8 +27,12 @@ mkdir -p "$OUT"
 
 # torch in a fresh process, alone and after JAX: in the 2026-11-23 full-suite run torch failed to
 # import half-way inside pytest ("annotate(strtag)" schema error), see the issue notes.
+# The 2026-11-23 diagnosis (scripts/diag_torch_import.sh): a child started without LC_ALL and
+# PYTHONDONTWRITEBYTECODE wrote broken torch bytecode. The last probe checks that theory, with -B so
+# that it leaves nothing behind.
 { env | sort; echo; for pre in "" "import jax; "; do
     python3 -c "${pre}import torch; print('import ${pre}torch: ok', torch.__version__)" 2>&1 | tail -n 3; done
+  env -i PATH="$PATH" HOME="$HOME" python3 -B -c "import torch; print('import torch, bare env: ok')" 2>&1 | tail -n 1
 } > "$OUT/env.txt" 2>&1
 
 # DeepGEMM 2.8, built once per machine into /tmp/dg by the anchor's script (it keeps the build log in $OUT).

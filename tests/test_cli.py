@@ -41,15 +41,16 @@ def test_main_rejects_bad_arguments():
     assert "--m" in done.stderr
 
 
-# What the command needs from this process's environment. The rest (pytest's and its plugins'
-# variables, switches set by other tests) stays out: on the device image a torch imported in a child of
-# the full test session failed half-way, while the same command from a shell passed (issue 3 notes).
-_INHERITED = ("PATH", "HOME", "PYTHONPATH", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "CUDA_HOME", "TMPDIR")
+# The child sees this process's environment minus pytest's variables and pydg's switches. Not less:
+# on the device image a child without LC_ALL and PYTHONDONTWRITEBYTECODE compiled torch's sources
+# into broken bytecode ("annotate(strtag)": the spaces of f-strings lost) and wrote it to torch's
+# __pycache__, which broke every later torch import of the session (issue 3 notes, 2026-11-23).
+def _child_environment() -> dict:
+    return {name: value for name, value in os.environ.items() if not name.startswith(("PYTEST_", "PYDG_"))}
 
 
 def _cli(tmp_path, *args, timeout=600, **env):
-    inherited = {name: os.environ[name] for name in _INHERITED if name in os.environ}
-    env = {**inherited, "PYDG_CACHE_DIR": str(tmp_path), **env}
+    env = {**_child_environment(), "PYDG_CACHE_DIR": str(tmp_path), **env}
     return subprocess.run([sys.executable, "-m", "pydg", *args], cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
