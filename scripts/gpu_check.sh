@@ -25,14 +25,10 @@ mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit --format=csv
   echo; nvidia-smi; } > "$OUT/gpu.txt" 2>&1
 
-# torch in a fresh process, alone and after JAX: in the 2026-11-23 full-suite run torch failed to
-# import half-way inside pytest ("annotate(strtag)" schema error), see the issue notes.
-# The 2026-11-23 diagnosis (scripts/diag_torch_import.sh): a child started without LC_ALL and
-# PYTHONDONTWRITEBYTECODE wrote broken torch bytecode. The last probe checks that theory, with -B so
-# that it leaves nothing behind.
+# torch in fresh processes, alone and after JAX: a broken torch import once hid every torch test (it was
+# pydg's NVRTC log buffer corrupting Python's shared b" ", fixed in pydg/driver/nvrtc.py).
 { env | sort; echo; for pre in "" "import jax; "; do
     python3 -c "${pre}import torch; print('import ${pre}torch: ok', torch.__version__)" 2>&1 | tail -n 3; done
-  env -i PATH="$PATH" HOME="$HOME" python3 -B -c "import torch; print('import torch, bare env: ok')" 2>&1 | tail -n 1
 } > "$OUT/env.txt" 2>&1
 
 # DeepGEMM 2.8, built once per machine into /tmp/dg by the anchor's script (it keeps the build log in $OUT).

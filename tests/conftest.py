@@ -3,8 +3,7 @@ import functools
 import pytest
 
 try:
-    # torch first, before any test module or CPU test has run: on the device image a torch imported
-    # later in a long session failed half-way ("annotate(strtag)" schema error), see issue notes.
+    # torch first, before any test module has run, so that a test cannot change how it imports.
     import torch  # noqa: F401
 except ImportError:
     pass

@@ -41,10 +41,7 @@ def test_main_rejects_bad_arguments():
     assert "--m" in done.stderr
 
 
-# The child sees this process's environment minus pytest's variables and pydg's switches. Not less:
-# on the device image a child without LC_ALL and PYTHONDONTWRITEBYTECODE compiled torch's sources
-# into broken bytecode ("annotate(strtag)": the spaces of f-strings lost) and wrote it to torch's
-# __pycache__, which broke every later torch import of the session (issue 3 notes, 2026-11-23).
+# The child sees this process's environment minus pytest's variables and pydg's switches.
 def _child_environment() -> dict:
     return {name: value for name, value in os.environ.items() if not name.startswith(("PYTEST_", "PYDG_"))}
 

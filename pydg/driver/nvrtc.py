@@ -84,11 +84,23 @@ def version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
+def _output(prog, what: str) -> bytes:
+    """NVRTC's log, CUBIN or PTX of `prog` (`what` names the pair of NVRTC calls).
+
+    NVRTC writes into the buffer it is given, so the buffer must be a fresh, mutable bytearray. The
+    usual cuda-python idiom `b" " * size` is not: for size 1 (an empty log) Python returns the
+    interpreter's shared one-byte object, and NVRTC's terminating NUL then turns every b" " of the
+    process into b"\x00"; Python itself builds the spaces of f-strings from it (on the device image
+    torch then failed to import, issue 3 notes of 2026-11-23).
+    """
+    size = _check(f"nvrtcGet{what}Size", getattr(nvrtc, f"nvrtcGet{what}Size")(prog))
+    buf = bytearray(size)
+    _check(f"nvrtcGet{what}", getattr(nvrtc, f"nvrtcGet{what}")(prog, buf))
+    return bytes(buf)
+
+
 def _program_log(prog) -> str:
-    size = _check("nvrtcGetProgramLogSize", nvrtc.nvrtcGetProgramLogSize(prog))
-    buf = b" " * size
-    _check("nvrtcGetProgramLog", nvrtc.nvrtcGetProgramLog(prog, buf))
-    return buf.rstrip(b"\x00 ").decode(errors="replace")
+    return _output(prog, "ProgramLog").rstrip(b"\x00 ").decode(errors="replace")
 
 
 def version_text() -> str:
@@ -128,15 +140,10 @@ def _compile(source: str, name: str, options: list[str], keep_ptx: bool) -> Comp
         result = nvrtc.nvrtcCompileProgram(prog, len(encoded), encoded)
         log = _program_log(prog)
         _check("nvrtcCompileProgram", result, log)
-        size = _check("nvrtcGetCUBINSize", nvrtc.nvrtcGetCUBINSize(prog))
-        cubin = b" " * size
-        _check("nvrtcGetCUBIN", nvrtc.nvrtcGetCUBIN(prog, cubin))
+        cubin = _output(prog, "CUBIN")
         ptx = None
         if keep_ptx:
-            ptx_size = _check("nvrtcGetPTXSize", nvrtc.nvrtcGetPTXSize(prog))
-            ptx_buf = b" " * ptx_size
-            _check("nvrtcGetPTX", nvrtc.nvrtcGetPTX(prog, ptx_buf))
-            ptx = ptx_buf.rstrip(b"\x00").decode(errors="replace")
+            ptx = _output(prog, "PTX").rstrip(b"\x00").decode(errors="replace")
         return CompiledCubin(cubin=cubin, log=log, ptxas=PtxasReport.parse(log), ptx=ptx)
     finally:
         nvrtc.nvrtcDestroyProgram(prog)
