@@ -37,6 +37,7 @@ REFERENCE_LIMIT = 1e-3  # cuBLAS/DeepGEMM: beyond this a result is wrong (a layo
 FLUSH_BYTES = 256 * 10**6
 DEFAULT_ITERS = 30
 HOST_CALLS = 1000
+HOST_WARMUP = 200  # 20 gave 15.6 us where scripts/host_profile.py measured 10 us (bench/NOTES.md, 2026-11-23)
 # The anchor's exclusions for cuBLAS/DeepGEMM: the flush and any fill/elementwise helper kernel.
 ANCHOR_EXCLUDED = ("elementwise", "fill", "Fill", "zero")
 
@@ -303,7 +304,7 @@ class Timer:
         """(Python wall time per call until the last call returned, per call until the GPU finished),
         over `calls` back-to-back calls on the same arrays after a warm-up."""
         torch = self.torch
-        for _ in range(20):
+        for _ in range(HOST_WARMUP):
             fn()
         torch.cuda.synchronize()
         t0 = time.perf_counter()
