@@ -1,5 +1,7 @@
 """Times candidate plans of a few shapes side by side (CUDA events, L2 flushed): what the heuristic
-should pick. usage: python scripts/plan_sweep.py [--all] M,N,K [M,N,K ...]  (--all: every candidate, not the model's top 10)"""
+should pick. usage: python scripts/plan_sweep.py [--all] [--overlap] M,N,K [M,N,K ...]
+(--all: every candidate, not the model's top 10; --overlap: each plan that allows it is timed again
+with overlapped promotion, PYDG_OVERLAP_PROMOTION's kernels)"""
 import sys
 from dataclasses import replace
 
@@ -8,7 +10,7 @@ import torch
 import pydg
 from pydg.arrays import array_info
 from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
-from pydg.scheduler.heuristics import candidate_plans, choose_plan, estimate_seconds
+from pydg.scheduler.heuristics import candidate_plans, choose_plan, estimate_seconds, with_overlapped_promotion
 
 sys.path.insert(0, "tests")
 from gpu_util import calc_diff, dequantize, nan_like, quantized_pair  # noqa: E402
@@ -30,7 +32,7 @@ def time_us(fn, iters=20):
     return times[len(times) // 2]
 
 
-def sweep(m, n, k, every=False):
+def sweep(m, n, k, every=False, overlap=False):
     a, sa = quantized_pair(torch, m, k, per_block=False)
     b, sb = quantized_pair(torch, n, k, per_block=True)
     out = nan_like(torch, (m, n))
@@ -43,8 +45,11 @@ def sweep(m, n, k, every=False):
     plans = plans if every else plans[:10]
     extra = [replace(chosen, cluster_size=1, multicast="none", inner_axis="n"),
              replace(chosen, cluster_size=2, multicast="none")]
+    plans = [chosen] + extra + plans
+    if overlap:
+        plans += [twin for twin in map(with_overlapped_promotion, plans) if twin.overlap_promotion]
     results = []
-    for plan in [chosen] + extra + plans:
+    for plan in plans:
         launcher = GemmLauncher(plan, ops, 0)
         out.fill_(float("nan"))
         launcher(pointers, stream)
@@ -64,7 +69,7 @@ def sweep(m, n, k, every=False):
 
 
 if __name__ == "__main__":
-    every = "--all" in sys.argv[1:]
+    flags = {"--all", "--overlap"}
     for arg in sys.argv[1:]:
-        if arg != "--all":
-            sweep(*map(int, arg.split(",")), every=every)
+        if arg not in flags:
+            sweep(*map(int, arg.split(",")), every="--all" in sys.argv, overlap="--overlap" in sys.argv)

@@ -7,7 +7,7 @@ import pytest
 
 from pydg.driver.nvrtc import compile_cubin
 from pydg.kernels import source
-from pydg.scheduler.heuristics import BLOCK_NS, MAX_BLOCK_N, candidate_plans
+from pydg.scheduler.heuristics import BLOCK_NS, MAX_BLOCK_N, candidate_plans, choose_plan, with_overlapped_promotion
 from pydg.scheduler.plan import GemmPlan
 
 SHAPES = [  # (mode, m, n, k, groups, expected_m): shapes whose candidates cover every block size and cluster form
@@ -45,8 +45,54 @@ def test_variant_compiles_without_spills(plan: GemmPlan, tmp_path, monkeypatch):
     assert compiled.ptxas.spill_stores == 0 and compiled.ptxas.spill_loads == 0, compiled.log
     assert compiled.ptxas.stack_frame == 0, compiled.log
     assert "C7508" not in compiled.log  # ptxas ignoring setmaxnreg
+    assert "C7514" not in compiled.log  # ptxas serialising the wgmma pipeline
     # 384 threads need every register budget to fit in 64K registers at launch.
     assert compiled.ptxas.registers * plan.threads <= 65536
+
+
+# PYDG_OVERLAP_PROMOTION's kernels: every tile form it applies to, and K-block counts that leave each
+# tail of its 4-block chunks (K = 128 and 384: no full chunk at all).
+OVERLAP_VARIANTS = [with_overlapped_promotion(choose_plan(mode, m, n, k, groups, 132, expected_m=expected))
+                    for mode, m, n, k, groups, expected in [
+                        ("dense", 64, 2112, 7168, 1, None), ("dense", 64, 7168, 128, 1, None),
+                        ("dense", 128, 4096, 640, 1, None), ("dense", 200, 7168, 768, 1, None),
+                        ("contiguous", 8192, 4096, 7168, 4, None), ("contiguous", 8192, 7168, 384, 4, None),
+                        ("masked", 256, 4096, 896, 4, 100)]]
+
+
+def test_overlap_variants_are_what_they_claim():
+    assert all(p.overlap_promotion for p in OVERLAP_VARIANTS)
+    assert {p.k // 128 % 4 for p in OVERLAP_VARIANTS} == {0, 1, 2, 3}
+    assert {p.block_m for p in OVERLAP_VARIANTS} == {64, 128}
+    assert {p.mode for p in OVERLAP_VARIANTS} == {"dense", "contiguous", "masked"}
+
+
+@pytest.mark.parametrize("plan", OVERLAP_VARIANTS, ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-k{p.k}")
+def test_overlap_variant_compiles_without_spills_or_serialisation(plan: GemmPlan):
+    compiled = compile_cubin(source.sources()[source.ENTRY], source.ENTRY, source.options(plan))
+    assert compiled.ptxas.spill_stores == 0 and compiled.ptxas.spill_loads == 0, compiled.log
+    assert compiled.ptxas.stack_frame == 0, compiled.log
+    # A wgmma group in flight across a loop's back edge makes ptxas serialise all of them (C7514).
+    assert "C7514" not in compiled.log and "C7508" not in compiled.log, compiled.log
+    assert compiled.ptxas.registers * plan.threads <= 65536
+
+
+def test_overlap_is_only_where_the_tile_allows_it():
+    wide = choose_plan("dense", 4096, 7168, 16384, 1, 132)
+    assert wide.block_m == 256 and with_overlapped_promotion(wide) == wide
+    assert "PYDG_OVERLAP_PROMOTION" not in wide.defines()  # default kernels keep their cache keys
+    narrow = with_overlapped_promotion(choose_plan("dense", 128, 4096, 7168, 1, 132))
+    assert narrow.overlap_promotion and narrow.defines()["PYDG_OVERLAP_PROMOTION"] == "true"
+    with pytest.raises(ValueError, match="overlapped promotion"):
+        GemmPlan(**{**narrow.__dict__, "block_n": 192}).validate()
+
+
+def test_overlap_switch_reaches_the_plan(monkeypatch):
+    monkeypatch.delenv("PYDG_OVERLAP_PROMOTION", raising=False)
+    assert not choose_plan("contiguous", 8192, 4096, 7168, 4, 132).overlap_promotion
+    monkeypatch.setenv("PYDG_OVERLAP_PROMOTION", "1")
+    assert choose_plan("contiguous", 8192, 4096, 7168, 4, 132).overlap_promotion
+    assert not choose_plan("dense", 4096, 7168, 16384, 1, 132).overlap_promotion  # 256-row tiles
 
 
 def _sass(cubin_path) -> str | None:

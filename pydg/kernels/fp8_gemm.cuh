@@ -58,8 +58,17 @@ struct OutputTile {
     }
 };
 
+// The scales one promotion applies: A's of the thread's two fragment rows, B's of the (up to 3)
+// scale blocks the tile's columns span.
+struct Scales {
+    float a0, a1, b0, b1, b2;
+};
+
+// kOverlapPromotion's loop: k-blocks per chunk (the step sequence in fp8_gemm is written for 4).
+constexpr uint32_t kOverlapChunk = 4;
+
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kShapeN,
-          uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM>
+          uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM, bool kOverlapPromotion>
 DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma_sa, const TmaMap& tma_d,
                      const float* __restrict__ scales_b, uint8_t* d_ptr, const int* grouping, uint32_t shape_m,
                      uint32_t num_groups, uint32_t band) {
@@ -81,6 +90,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     static_assert(kBlockM == 64 || kBlockM == 128 || kBlockM == 256, "block_m");
     static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "block_n");
     static_assert(kClusterSize == 1 || kClusterSize == 2, "cluster size");
+    static_assert(!kOverlapPromotion || kNumSubBlocks == 1, "overlapped promotion: one sub-block per warpgroup");
     // kMulticast: 0 = each CTA loads its own operands, 1 = the pair shares A, 2 = the pair shares B.
     constexpr bool kMulticastA = kClusterSize > 1 && kMulticast == 1;
     constexpr bool kMulticastB = kClusterSize > 1 && kMulticast == 2;
@@ -198,6 +208,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
         const uint64_t desc_b0 = wgmma_desc_sw128(smem_b);
         uint32_t stage = 0, phase = 0;
         float accum[kAccum], final_accum[kNumSubBlocks][kAccum];
+        float accum_next[kAccum];  // kOverlapPromotion's second set (compiled away otherwise)
 
         while (scheduler.next(tile)) {
             if (tile.skip)
@@ -213,66 +224,135 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 for (uint32_t i = 0; i < kAccum; ++i)
                     final_accum[s][i] = 0.0f;
 
-            for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
-                mbar_wait(&full[stage], phase);
-                const float* sb = smem_sb + stage * Layout::kSbFloats;
-                const float b_scale0 = sb[0];
-                const float b_scale1 = kNumSbPerTile > 1 ? sb[1] : 0.0f;
-                const float b_scale2 = kNumSbPerTile > 2 ? sb[2] : 0.0f;
-                const uint64_t desc_a = desc_a0 + stage * (Layout::kABytes / 16);
-                const uint64_t desc_b = desc_b0 + stage * (Layout::kBBytes / 16);
-
-#pragma unroll
-                for (uint32_t s = 0; s < kNumSubBlocks; ++s) {
-                    const float a_scale0 = smem_sa[stage * kBlockM + s * kSubRows + row0];
-                    const float a_scale1 = smem_sa[stage * kBlockM + s * kSubRows + row1];
-#pragma unroll
-                    for (uint32_t i = 0; i < kAccum; ++i)
-                        fence_operand(accum[i]);
-                    wgmma_fence();
-#pragma unroll
-                    for (uint32_t k = 0; k < kBlockK / kWgmmaK; ++k)
-                        Wgmma::mma(desc_a + s * (kSubRows * kBlockK / 16) + k * (kWgmmaK / 16),
-                                   desc_b + k * (kWgmmaK / 16), accum, k > 0);
-                    wgmma_commit();
-#pragma unroll
-                    for (uint32_t i = 0; i < kAccum; ++i)
-                        fence_operand(accum[i]);
-                    wgmma_wait<0>();
-
-                    // After the last sub-block's MMAs the stage is in registers: hand it back to
-                    // the producer(s).
-                    if (s + 1 == kNumSubBlocks) {
-                        if (kSharing == 1) {
-                            if (lane == 0)
-                                mbar_arrive(&empty[stage]);
-                        } else if (lane < kSharing) {
-                            mbar_arrive_cluster(&empty[stage], lane);
-                        }
-                    }
-
-                    // Two-level accumulation: the tensor cores' partial sum over this 128 of K is
-                    // scaled and added into FP32 registers, so FP8 products never accumulate
-                    // across scales.
-                    const float s00 = a_scale0 * b_scale0, s10 = a_scale1 * b_scale0;
-                    const float s01 = a_scale0 * b_scale1, s11 = a_scale1 * b_scale1;
-                    const float s02 = a_scale0 * b_scale2, s12 = a_scale1 * b_scale2;
-#pragma unroll
-                    for (uint32_t i = 0; i < kAccum / 4; ++i) {
-                        // 8-column chunk i of the fragment: which of B's scale blocks its columns are in.
-                        const uint32_t col = i * 8;
-                        const bool second = !kOneSbPerTile && col >= sb_split1;
-                        const bool third = kBlockN > 128 && col >= sb_split2;
-                        const float scale0 = third ? s02 : (second ? s01 : s00);
-                        const float scale1 = third ? s12 : (second ? s11 : s10);
-                        final_accum[s][i * 4 + 0] += scale0 * accum[i * 4 + 0];
-                        final_accum[s][i * 4 + 1] += scale0 * accum[i * 4 + 1];
-                        final_accum[s][i * 4 + 2] += scale1 * accum[i * 4 + 2];
-                        final_accum[s][i * 4 + 3] += scale1 * accum[i * 4 + 3];
-                    }
+            // After the last MMAs that read a stage: hand it back to the producer(s).
+            auto release = [&](uint32_t released) {
+                if (kSharing == 1) {
+                    if (lane == 0)
+                        mbar_arrive(&empty[released]);
+                } else if (lane < kSharing) {
+                    mbar_arrive_cluster(&empty[released], lane);
                 }
+            };
+            // The MMAs of sub-block `s` of stage `at` into `acc` (zeroed by the first), committed as
+            // one wgmma group.
+            auto issue = [&](float (&acc)[kAccum], uint32_t at, uint32_t s) {
+#pragma unroll
+                for (uint32_t i = 0; i < kAccum; ++i)
+                    fence_operand(acc[i]);
+                wgmma_fence();
+                const uint64_t desc_a = desc_a0 + at * (Layout::kABytes / 16) + s * (kSubRows * kBlockK / 16);
+                const uint64_t desc_b = desc_b0 + at * (Layout::kBBytes / 16);
+#pragma unroll
+                for (uint32_t k = 0; k < kBlockK / kWgmmaK; ++k)
+                    Wgmma::mma(desc_a + k * (kWgmmaK / 16), desc_b + k * (kWgmmaK / 16), acc, k > 0);
+                wgmma_commit();
+#pragma unroll
+                for (uint32_t i = 0; i < kAccum; ++i)
+                    fence_operand(acc[i]);
+            };
+            // The scales of sub-block `s` of stage `at`, read before the stage is released.
+            auto scales = [&](uint32_t at, uint32_t s) {
+                const float* sa = smem_sa + at * kBlockM + s * kSubRows;
+                const float* sb = smem_sb + at * Layout::kSbFloats;
+                return Scales{sa[row0], sa[row1], sb[0], kNumSbPerTile > 1 ? sb[1] : 0.0f,
+                              kNumSbPerTile > 2 ? sb[2] : 0.0f};
+            };
+            // Two-level accumulation: the tensor cores' partial sum over one 128 of K is scaled and
+            // added into FP32 registers, so FP8 products never accumulate across scales.
+            auto promote = [&](const float (&acc)[kAccum], float (&fin)[kAccum], const Scales& sc) {
+                const float s00 = sc.a0 * sc.b0, s10 = sc.a1 * sc.b0;
+                const float s01 = sc.a0 * sc.b1, s11 = sc.a1 * sc.b1;
+                const float s02 = sc.a0 * sc.b2, s12 = sc.a1 * sc.b2;
+#pragma unroll
+                for (uint32_t i = 0; i < kAccum / 4; ++i) {
+                    // 8-column chunk i of the fragment: which of B's scale blocks its columns are in.
+                    const uint32_t col = i * 8;
+                    const bool second = !kOneSbPerTile && col >= sb_split1;
+                    const bool third = kBlockN > 128 && col >= sb_split2;
+                    const float scale0 = third ? s02 : (second ? s01 : s00);
+                    const float scale1 = third ? s12 : (second ? s11 : s10);
+                    fin[i * 4 + 0] += scale0 * acc[i * 4 + 0];
+                    fin[i * 4 + 1] += scale0 * acc[i * 4 + 1];
+                    fin[i * 4 + 2] += scale1 * acc[i * 4 + 2];
+                    fin[i * 4 + 3] += scale1 * acc[i * 4 + 3];
+                }
+            };
+            auto next_stage = [&]() {
                 stage = stage + 1 == kNumStages ? 0 : stage + 1;
                 phase ^= stage == 0;
+            };
+
+            if constexpr (kOverlapPromotion) {
+                // Two accumulator sets: k-block kb + 1's MMAs are issued before k-block kb is
+                // promoted, so the tensor cores work on through the promotion's FFMAs.
+                auto first = [&](float (&acc)[kAccum]) {
+                    mbar_wait(&full[stage], phase);
+                    issue(acc, stage, 0);
+                };
+                // Promote `cur` (issued, stage `stage`) after issuing the next stage into `nxt`.
+                auto step = [&](float (&cur)[kAccum], float (&nxt)[kAccum]) {
+                    const Scales sc = scales(stage, 0);
+                    const uint32_t current = stage;
+                    next_stage();
+                    mbar_wait(&full[stage], phase);
+                    issue(nxt, stage, 0);
+                    wgmma_wait<1>();  // cur's group is done, nxt's keeps the tensor cores busy
+#pragma unroll
+                    for (uint32_t i = 0; i < kAccum; ++i)
+                        fence_operand(cur[i]);
+                    release(current);
+                    promote(cur, final_accum[0], sc);
+                };
+                auto last = [&](float (&cur)[kAccum]) {
+                    const Scales sc = scales(stage, 0);
+                    wgmma_wait<0>();
+#pragma unroll
+                    for (uint32_t i = 0; i < kAccum; ++i)
+                        fence_operand(cur[i]);
+                    release(stage);
+                    next_stage();
+                    promote(cur, final_accum[0], sc);
+                };
+                // Chunks of kOverlapChunk k-blocks with nothing in flight at the loop's back edge:
+                // there ptxas cannot tell which group a wait retired, and would serialise every
+                // wgmma of the kernel (warning C7514). One promotion per chunk is not overlapped.
+#pragma unroll 1
+                for (uint32_t kb = 0; kb + kOverlapChunk <= kNumKBlocks; kb += kOverlapChunk) {
+                    first(accum);
+                    step(accum, accum_next);
+                    step(accum_next, accum);
+                    step(accum, accum_next);
+                    last(accum_next);
+                }
+                constexpr uint32_t kTail = kNumKBlocks % kOverlapChunk;
+                if constexpr (kTail > 0) {
+                    first(accum);
+                    if constexpr (kTail == 1) {
+                        last(accum);
+                    } else if constexpr (kTail == 2) {
+                        step(accum, accum_next);
+                        last(accum_next);
+                    } else {
+                        step(accum, accum_next);
+                        step(accum_next, accum);
+                        last(accum);
+                    }
+                }
+            } else {
+                for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
+                    mbar_wait(&full[stage], phase);
+#pragma unroll
+                    for (uint32_t s = 0; s < kNumSubBlocks; ++s) {
+                        const Scales sc = scales(stage, s);
+                        issue(accum, stage, s);
+                        wgmma_wait<0>();
+                        // After the last sub-block's MMAs the stage is in registers.
+                        if (s + 1 == kNumSubBlocks)
+                            release(stage);
+                        promote(accum, final_accum[s], sc);
+                    }
+                    next_stage();
+                }
             }
 
             // ------------------------------------------------------------ epilogue

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pydg.scheduler.plan import BLOCK_K, CONTIGUOUS_BLOCK_M_LIMIT, MAX_SMEM_BYTES, GemmPlan, smem_bytes
+from pydg import log
+from pydg.scheduler.plan import (BLOCK_K, CONTIGUOUS_BLOCK_M_LIMIT, MAX_SMEM_BYTES, OVERLAP_MAX_BLOCK_N, GemmPlan,
+                                 smem_bytes)
 from pydg.utils import ceil_div
 
 # Constants fitted to plan sweeps on an H100 SXM (scripts/plan_sweep.py, 2026-11-23); only their
@@ -140,4 +142,15 @@ def choose_plan(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int
     best = min(candidate_plans(mode, m, n, k, num_groups, num_sms, expected_m, smem_limit), key=_rank, default=None)
     if best is None:
         raise ValueError(f"no kernel plan fits {mode} m={m} n={n} k={k} in {smem_limit} bytes of shared memory")
-    return fit_grid(best)
+    plan = fit_grid(best)
+    if log.enabled(log.OVERLAP_PROMOTION):
+        plan = with_overlapped_promotion(plan)
+    return plan
+
+
+def with_overlapped_promotion(plan: GemmPlan) -> GemmPlan:
+    """`plan` with overlapped promotion where its tile allows it (PYDG_OVERLAP_PROMOTION, experimental:
+    not yet timed against the default on a GPU, so the model never picks it by itself)."""
+    if plan.block_m == 256 or plan.block_n > OVERLAP_MAX_BLOCK_N:
+        return plan
+    return replace(plan, overlap_promotion=True)

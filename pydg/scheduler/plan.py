@@ -10,6 +10,8 @@ BLOCK_K = 128            # one scale block of K per pipeline stage
 MAX_SMEM_BYTES = 232448  # Hopper's opt-in shared memory per block (227 KiB)
 MODES = ("dense", "contiguous", "masked")
 BLOCK_MS = (64, 128, 256)
+# Overlapped promotion holds three accumulator fragments of block_n / 2 floats per thread.
+OVERLAP_MAX_BLOCK_N = 128
 # A contiguous-layout block of rows must belong to one expert: no taller than the segment alignment.
 CONTIGUOUS_BLOCK_M_LIMIT = CONTIGUOUS_M_ALIGNMENT
 MODE_IDS = {"dense": 0, "contiguous": 1, "masked": 2}
@@ -31,6 +33,8 @@ class GemmPlan:
     multicast: which operand a cluster pair loads once for both CTAs ("a", "b" or "none").
     inner_axis/band: tiles are walked in bands of `band` blocks of the inner axis (see
     scheduler.cuh); a pair is two consecutive tiles, which share the outer axis' block.
+    overlap_promotion: each warpgroup issues the next 128 of K's wgmma before it promotes the
+    current one, into a second accumulator set (block_m <= 128, block_n <= OVERLAP_MAX_BLOCK_N).
     """
 
     mode: str
@@ -48,6 +52,7 @@ class GemmPlan:
     num_sms: int
     expected_m: int
     block_k: int = field(default=BLOCK_K)
+    overlap_promotion: bool = False
 
     @property
     def num_math_groups(self) -> int:
@@ -116,13 +121,15 @@ class GemmPlan:
             "PYDG_CLUSTER_SIZE": str(self.cluster_size),
             "PYDG_MULTICAST": {"none": "0", "a": "1", "b": "2"}[self.multicast],
             "PYDG_INNER_IS_M": "true" if self.inner_axis == "m" else "false",
+            **({"PYDG_OVERLAP_PROMOTION": "true"} if self.overlap_promotion else {}),
         }
 
     def summary(self) -> str:
         cluster = f"cluster {self.cluster_size} (multicast {self.multicast})" if self.cluster_size > 1 else "no cluster"
         return (f"{self.mode} block {self.block_m}x{self.block_n}x{self.block_k}, {self.num_stages} stages, "
                 f"{cluster}, {self.num_sms} SMs, {self.num_tiles} tiles ({self.waves:.2f} waves), "
-                f"raster {self.inner_axis}-inner band {self.band}, {self.smem_bytes} B smem")
+                f"raster {self.inner_axis}-inner band {self.band}, {self.smem_bytes} B smem"
+                + (", overlapped promotion" if self.overlap_promotion else ""))
 
     def validate(self) -> None:
         """Internal consistency; heuristics only emit plans that pass (tests check every one)."""
@@ -150,5 +157,7 @@ class GemmPlan:
                 problems.append("multicast b needs dense, m inner and an even number of m blocks")
         elif self.multicast != "none":
             problems.append("multicast without a cluster")
+        if self.overlap_promotion and (self.block_m == 256 or self.block_n > OVERLAP_MAX_BLOCK_N):
+            problems.append(f"overlapped promotion needs block_m <= 128 and block_n <= {OVERLAP_MAX_BLOCK_N}")
         if problems:
             raise ValueError("invalid plan: " + "; ".join(problems))
