@@ -28,8 +28,7 @@ def test_variant_compiles_without_spills(kernel, tmp_path):
     assert report.spill_stores == 0 and report.spill_loads == 0 and report.stack_frame == 0, compiled.log
     # The CTAs per SM that cast.py plans for (cast.cu's launch bounds) fit in the 64K registers,
     # which are allocated per warp in multiples of 256 (8 per thread).
-    ctas = cast.PER_TOKEN_BLOCKS_PER_SM if kernel.granularity == "per_token" else cast.PER_BLOCK_BLOCKS_PER_SM
-    assert -(-report.registers // 8) * 8 * cast.THREADS * ctas <= 65536, report
+    assert -(-report.registers // 8) * 8 * cast.THREADS * kernel.ctas_per_sm <= 65536, report
     sass = _sass(compiled.cubin, tmp_path)
     if sass is not None:
         assert "F2FP.SATFINITE.E4M3.F32.PACK_AB" in sass
@@ -69,7 +68,10 @@ def test_kernel_variant_arguments():
     with pytest.raises(TypeError, match="input dtype"):
         cast.CastKernel("per_token", "int8")
     assert cast.CastKernel("per_block", "float16").defines() == {"PYDG_CAST_INPUT": 2, "PYDG_CAST_PER_BLOCK": 1,
-                                                                 "PYDG_CAST_CTAS_PER_SM": 2}
+                                                                 "PYDG_CAST_CTAS_PER_SM": 3}
+    # float32 needs more registers per row than 3 CTAs per SM leave (it would spill).
+    assert cast.CastKernel("per_block", "float32").ctas_per_sm == 2
+    assert cast.CastKernel("per_token", "bfloat16").ctas_per_sm == 3
 
 
 # ---- plans ----------------------------------------------------------------------------------------
