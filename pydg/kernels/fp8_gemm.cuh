@@ -91,6 +91,8 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "block_n");
     static_assert(kClusterSize == 1 || kClusterSize == 2, "cluster size");
     static_assert(!kOverlapPromotion || kNumSubBlocks == 1, "overlapped promotion: one sub-block per warpgroup");
+    // It holds a stage while it waits for the next one, and its loop body is written for chunks of 4.
+    static_assert(!kOverlapPromotion || (kNumStages >= 2 && kOverlapChunk == 4), "overlapped promotion");
     // kMulticast: 0 = each CTA loads its own operands, 1 = the pair shares A, 2 = the pair shares B.
     constexpr bool kMulticastA = kClusterSize > 1 && kMulticast == 1;
     constexpr bool kMulticastB = kClusterSize > 1 && kMulticast == 2;
