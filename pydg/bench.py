@@ -171,7 +171,10 @@ class Report:
 
 
 def git_commit() -> str | None:
-    """The checkout's commit, else $PYDG_GIT_COMMIT (the device's copy of the tree has no .git)."""
+    """$PYDG_GIT_COMMIT if set, else the checkout's commit. The device's copy of the tree carries the
+    .git of the session's start, so a device command names the commit it runs in PYDG_GIT_COMMIT."""
+    if os.environ.get("PYDG_GIT_COMMIT"):
+        return os.environ["PYDG_GIT_COMMIT"]
     root = pathlib.Path(__file__).resolve().parent.parent
     try:
         done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -182,7 +185,7 @@ def git_commit() -> str | None:
             return done.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass
-    return os.environ.get("PYDG_GIT_COMMIT")
+    return None
 
 
 def driver_version() -> str | None:

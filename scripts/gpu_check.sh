@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one script for a device call, from the repo root (carry .anchor to compare with DeepGEMM):
 #   bash scripts/gpu_check.sh [tests|bench|all|extras] [extra bench args, e.g. --what dense,host --iters 10]
+# Name the commit that runs (the device's .git is the session's first): PYDG_GIT_COMMIT=<hash> bash ...
 # extras: what the issues measure beside the suite and the GEMM benchmark, into $OUT/extras.log:
 # compute-sanitizer (memcheck, synccheck, racecheck), the cast kernels' bandwidth (scripts/bench_cast.py),
 # cold-start numbers (scripts/cold_start.py) and the timed warm-up of the contract's shapes, cold and warm.

@@ -256,3 +256,10 @@ def test_report_is_rewritten_after_each_record(tmp_path):
     report.add({"section": "dense", "m": 2})
     data = json.loads(path.read_text())
     assert data["metadata"] == {"gpu": "none"} and len(data["records"]) == 2
+
+
+def test_git_commit_named_by_the_environment_wins(monkeypatch):
+    monkeypatch.setenv("PYDG_GIT_COMMIT", "0123abc")
+    assert bench.git_commit() == "0123abc"
+    monkeypatch.delenv("PYDG_GIT_COMMIT")
+    assert bench.git_commit() != "0123abc"
