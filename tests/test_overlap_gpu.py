@@ -27,7 +27,7 @@ def overlapped(monkeypatch):
 def test_dense(m, n, k):
     torch = torch_module()
     plan = pydg.plan_gemm(m, n, k)
-    assert plan.overlap_promotion == (plan.block_m <= 128 and plan.block_n <= 128)
+    assert plan.overlap_promotion == plan.plan.allows_overlap
     a, sa = quantized_pair(torch, m, k, per_block=False)
     b, sb = quantized_pair(torch, n, k, per_block=True)
     out = nan_like(torch, (m, n))

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pydg import log
-from pydg.scheduler.plan import (BLOCK_K, CONTIGUOUS_BLOCK_M_LIMIT, MAX_SMEM_BYTES, OVERLAP_MAX_BLOCK_N, GemmPlan,
-                                 smem_bytes)
+from pydg.scheduler.plan import BLOCK_K, CONTIGUOUS_BLOCK_M_LIMIT, MAX_SMEM_BYTES, GemmPlan, smem_bytes
 from pydg.utils import ceil_div
 
 # Constants fitted to plan sweeps on an H100 SXM (scripts/plan_sweep.py, 2026-11-23); only their
@@ -151,6 +150,4 @@ def choose_plan(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int
 def with_overlapped_promotion(plan: GemmPlan) -> GemmPlan:
     """`plan` with overlapped promotion where its tile allows it (PYDG_OVERLAP_PROMOTION, experimental:
     not yet timed against the default on a GPU, so the model never picks it by itself)."""
-    if plan.block_m == 256 or plan.block_n > OVERLAP_MAX_BLOCK_N:
-        return plan
-    return replace(plan, overlap_promotion=True)
+    return replace(plan, overlap_promotion=True) if plan.allows_overlap else plan

@@ -60,6 +60,12 @@ class GemmPlan:
         return 1 if self.block_m == 64 else 2
 
     @property
+    def allows_overlap(self) -> bool:
+        """Whether overlapped promotion fits: one 64-row sub-block per warpgroup (block_m <= 128) and
+        registers for three accumulator fragments (block_n <= OVERLAP_MAX_BLOCK_N)."""
+        return self.block_m <= 128 and self.block_n <= OVERLAP_MAX_BLOCK_N
+
+    @property
     def swizzled_output(self) -> bool:
         """Whether the output tile is staged as 128-byte-swizzled 64-column chunks (OutputTile in
         fp8_gemm.cuh): widths that are a multiple of 64."""
@@ -157,7 +163,7 @@ class GemmPlan:
                 problems.append("multicast b needs dense, m inner and an even number of m blocks")
         elif self.multicast != "none":
             problems.append("multicast without a cluster")
-        if self.overlap_promotion and (self.block_m == 256 or self.block_n > OVERLAP_MAX_BLOCK_N):
+        if self.overlap_promotion and not self.allows_overlap:
             problems.append(f"overlapped promotion needs block_m <= 128 and block_n <= {OVERLAP_MAX_BLOCK_N}")
         if problems:
             raise ValueError("invalid plan: " + "; ".join(problems))
