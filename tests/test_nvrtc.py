@@ -28,7 +28,9 @@ def test_an_empty_log_leaves_the_shared_one_byte_objects_alone(compiled_program)
 
 
 def test_outputs_are_fresh_immutable_bytes(compiled_program):
-    cubin = nvrtc._output(compiled_program, "CUBIN")
+    from cuda.bindings import nvrtc as raw
+
+    cubin = nvrtc._output(compiled_program, "CUBIN", raw.nvrtcGetCUBINSize, raw.nvrtcGetCUBIN)
     assert type(cubin) is bytes and cubin[:4] == b"\x7fELF"
-    ptx = nvrtc._output(compiled_program, "PTX")
+    ptx = nvrtc._output(compiled_program, "PTX", raw.nvrtcGetPTXSize, raw.nvrtcGetPTX)
     assert b".entry empty" in ptx

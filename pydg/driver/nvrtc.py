@@ -84,8 +84,8 @@ def version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def _output(prog, what: str) -> bytes:
-    """NVRTC's log, CUBIN or PTX of `prog` (`what` names the pair of NVRTC calls).
+def _output(prog, name: str, get_size, get) -> bytes:
+    """One of NVRTC's outputs of `prog` (log, CUBIN or PTX), through its pair of calls.
 
     NVRTC writes into the buffer it is given, so the buffer must be a fresh, mutable bytearray. The
     usual cuda-python idiom `b" " * size` is not: for size 1 (an empty log) Python returns the
@@ -93,14 +93,14 @@ def _output(prog, what: str) -> bytes:
     process into b"\x00"; Python itself builds the spaces of f-strings from it (on the device image
     torch then failed to import, issue 3 notes of 2026-11-23).
     """
-    size = _check(f"nvrtcGet{what}Size", getattr(nvrtc, f"nvrtcGet{what}Size")(prog))
-    buf = bytearray(size)
-    _check(f"nvrtcGet{what}", getattr(nvrtc, f"nvrtcGet{what}")(prog, buf))
+    buf = bytearray(_check(f"nvrtcGet{name}Size", get_size(prog)))
+    _check(f"nvrtcGet{name}", get(prog, buf))
     return bytes(buf)
 
 
 def _program_log(prog) -> str:
-    return _output(prog, "ProgramLog").rstrip(b"\x00 ").decode(errors="replace")
+    log = _output(prog, "ProgramLog", nvrtc.nvrtcGetProgramLogSize, nvrtc.nvrtcGetProgramLog)
+    return log.rstrip(b"\x00 ").decode(errors="replace")
 
 
 def version_text() -> str:
@@ -140,10 +140,11 @@ def _compile(source: str, name: str, options: list[str], keep_ptx: bool) -> Comp
         result = nvrtc.nvrtcCompileProgram(prog, len(encoded), encoded)
         log = _program_log(prog)
         _check("nvrtcCompileProgram", result, log)
-        cubin = _output(prog, "CUBIN")
+        cubin = _output(prog, "CUBIN", nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN)
         ptx = None
         if keep_ptx:
-            ptx = _output(prog, "PTX").rstrip(b"\x00").decode(errors="replace")
+            ptx = _output(prog, "PTX", nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX)
+            ptx = ptx.rstrip(b"\x00").decode(errors="replace")
         return CompiledCubin(cubin=cubin, log=log, ptxas=PtxasReport.parse(log), ptx=ptx)
     finally:
         nvrtc.nvrtcDestroyProgram(prog)
