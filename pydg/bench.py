@@ -230,7 +230,7 @@ def collect_metadata(torch: Any, deep_gemm: Any, deep_gemm_error: str | None, ar
         "deep_gemm_import_error": deep_gemm_error,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "argv": list(argv),
-        # PYDG_* switches that change what runs (PYDG_OVERLAP_PROMOTION changes the kernels).
+        # PYDG_* settings of the run (PYDG_AUTOTUNE changes the plans).
         "switches": {name: value for name, value in sorted(os.environ.items()) if name.startswith("PYDG_")},
         "method": {"timing": "torch profiler kernel time, mean; CUDA-event time per call, median",
                    "l2_flush_bytes": FLUSH_BYTES, "pydg_diff_limit": DIFF_LIMIT,

@@ -50,7 +50,7 @@ class CallPlan:
     block_n: int
     block_k: int
     num_stages: int
-    overlap_promotion: bool        # experimental PYDG_OVERLAP_PROMOTION: next wgmma before promoting
+    overlap_promotion: bool        # the next 128 of K's wgmma is issued before this one is promoted
     cluster_size: int
     multicast: str                 # which operand a cluster pair loads once for both: "a", "b", "none"
     inner_axis: str                # tiles walk along this axis inside a band ("m" or "n")

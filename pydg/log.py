@@ -25,8 +25,7 @@ PTXAS_VERBOSE = "PYDG_PTXAS_VERBOSE"    # print ptxas's report of each kernel
 PTXAS_CHECK = "PYDG_PTXAS_CHECK"        # raise when a kernel spills or uses local memory
 DUMP_PTX = "PYDG_DUMP_PTX"              # write <key>.ptx next to the cache entry
 DUMP_SASS = "PYDG_DUMP_SASS"            # write <key>.sass next to the cache entry
-OVERLAP_PROMOTION = "PYDG_OVERLAP_PROMOTION"  # experimental: plans overlap promotion where they can
-SWITCHES = (JIT_DEBUG, PRINT_CONFIGS, PTXAS_VERBOSE, PTXAS_CHECK, DUMP_PTX, DUMP_SASS, OVERLAP_PROMOTION)
+SWITCHES = (JIT_DEBUG, PRINT_CONFIGS, PTXAS_VERBOSE, PTXAS_CHECK, DUMP_PTX, DUMP_SASS)
 
 _OFF = ("", "0", "false", "no", "off")
 _visible_lock = threading.Lock()

@@ -1,7 +1,7 @@
 """Times candidate plans of a few shapes side by side (CUDA events, L2 flushed): what the heuristic
-should pick. usage: python scripts/plan_sweep.py [--all] [--overlap] M,N,K [M,N,K ...]
-(--all: every candidate, not the model's top 10; --overlap: each plan that allows it is timed again
-with overlapped promotion, PYDG_OVERLAP_PROMOTION's kernels)"""
+should pick. usage: python scripts/plan_sweep.py [--all] [--plain] M,N,K [M,N,K ...]
+(--all: every candidate, not the model's top 10; --plain: each plan with overlapped promotion is
+timed again with the one-accumulator loop)"""
 import sys
 from dataclasses import replace
 
@@ -10,7 +10,7 @@ import torch
 import pydg
 from pydg.arrays import array_info
 from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
-from pydg.scheduler.heuristics import candidate_plans, choose_plan, estimate_seconds, with_overlapped_promotion
+from pydg.scheduler.heuristics import candidate_plans, choose_plan, estimate_seconds
 
 sys.path.insert(0, "tests")
 from gpu_util import calc_diff, dequantize, nan_like, quantized_pair  # noqa: E402
@@ -32,7 +32,7 @@ def time_us(fn, iters=20):
     return times[len(times) // 2]
 
 
-def sweep(m, n, k, every=False, overlap=False):
+def sweep(m, n, k, every=False, plain=False):
     a, sa = quantized_pair(torch, m, k, per_block=False)
     b, sb = quantized_pair(torch, n, k, per_block=True)
     out = nan_like(torch, (m, n))
@@ -46,8 +46,8 @@ def sweep(m, n, k, every=False, overlap=False):
     extra = [replace(chosen, cluster_size=1, multicast="none", inner_axis="n"),
              replace(chosen, cluster_size=2, multicast="none")]
     plans = [chosen] + extra + plans
-    if overlap:
-        plans += [twin for twin in map(with_overlapped_promotion, plans) if twin.overlap_promotion]
+    if plain:
+        plans += [replace(plan, overlap_promotion=False) for plan in plans if plan.overlap_promotion]
     results = []
     for plan in plans:
         launcher = GemmLauncher(plan, ops, 0)
@@ -69,7 +69,7 @@ def sweep(m, n, k, every=False, overlap=False):
 
 
 if __name__ == "__main__":
-    flags = {"--all", "--overlap"}
+    flags = {"--all", "--plain"}
     for arg in sys.argv[1:]:
         if arg not in flags:
-            sweep(*map(int, arg.split(",")), every="--all" in sys.argv, overlap="--overlap" in sys.argv)
+            sweep(*map(int, arg.split(",")), every="--all" in sys.argv, plain="--plain" in sys.argv)

@@ -1,27 +1,31 @@
-"""Runs one dense GEMM shape a few times with pydg or DeepGEMM, for a profiler to catch a warm launch.
-usage: python scripts/profile_shape.py M N K [pydg|deepgemm] [repeats]"""
+"""One dense GEMM shape, called a few times: the target for ncu or nsys.
+usage: ncu --kernel-name pydg_fp8_gemm --launch-skip 2 --launch-count 1 python scripts/profile_shape.py M,N,K
+(with --deepgemm, DeepGEMM's kernel runs too, on the same inputs, when it can be imported)"""
 import sys
 
 import torch
 
 import pydg
 
-m, n, k = map(int, sys.argv[1:4])
-which = sys.argv[4] if len(sys.argv) > 4 else "pydg"
-repeats = int(sys.argv[5]) if len(sys.argv) > 5 else 3
+sys.path.insert(0, "tests")
+from gpu_util import nan_like, quantized_pair  # noqa: E402
 
-a, sa = pydg.per_token_cast_to_fp8(torch.randn(m, k, device="cuda"))
-b, sb = pydg.per_block_cast_to_fp8(torch.randn(n, k, device="cuda"))
-out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
-if which == "pydg":
-    lhs = (a, pydg.get_col_major_tma_aligned_tensor(sa))
-    call = lambda: pydg.gemm_fp8_fp8_bf16_nt(lhs, (b, sb), out)  # noqa: E731
-else:
-    import deep_gemm
 
-    lhs = (a, deep_gemm.get_mn_major_tma_aligned_tensor(sa))
-    call = lambda: deep_gemm.fp8_gemm_nt(lhs, (b, sb), out)  # noqa: E731
-for _ in range(repeats):
-    call()
-torch.cuda.synchronize()
-print(which, m, n, k, "done")
+def main(m: int, n: int, k: int, deepgemm: bool) -> None:
+    a, sa = quantized_pair(torch, m, k, per_block=False)
+    b, sb = quantized_pair(torch, n, k, per_block=True)
+    out = nan_like(torch, (m, n))
+    print(pydg.plan_gemm(m, n, k).plan.summary())
+    for _ in range(4):
+        pydg.gemm_fp8_fp8_bf16_nt((a, sa), (b, sb), out)
+    if deepgemm:
+        import deep_gemm
+
+        for _ in range(4):
+            deep_gemm.fp8_gemm_nt((a, sa), (b, sb), out)
+    torch.cuda.synchronize()
+
+
+if __name__ == "__main__":
+    shape = next(arg for arg in sys.argv[1:] if not arg.startswith("--"))
+    main(*map(int, shape.split(",")), deepgemm="--deepgemm" in sys.argv)

@@ -2,12 +2,13 @@
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 
 import pytest
 
 from pydg.driver.nvrtc import compile_cubin
 from pydg.kernels import source
-from pydg.scheduler.heuristics import BLOCK_NS, MAX_BLOCK_N, candidate_plans, choose_plan, with_overlapped_promotion
+from pydg.scheduler.heuristics import BLOCK_NS, MAX_BLOCK_N, candidate_plans, choose_plan
 from pydg.scheduler.plan import GemmPlan
 
 SHAPES = [  # (mode, m, n, k, groups, expected_m): shapes whose candidates cover every block size and cluster form
@@ -50,9 +51,9 @@ def test_variant_compiles_without_spills(plan: GemmPlan, tmp_path, monkeypatch):
     assert compiled.ptxas.registers * plan.threads <= 65536
 
 
-# PYDG_OVERLAP_PROMOTION's kernels: every tile form it applies to, and K-block counts that leave each
+# Overlapped promotion's kernels: every tile form it applies to, and K-block counts that leave each
 # tail of its 4-block chunks (K = 128 and 384: no full chunk at all).
-OVERLAP_VARIANTS = [with_overlapped_promotion(choose_plan(mode, m, n, k, groups, 132, expected_m=expected))
+OVERLAP_VARIANTS = [choose_plan(mode, m, n, k, groups, 132, expected_m=expected)
                     for mode, m, n, k, groups, expected in [
                         ("dense", 64, 2112, 7168, 1, None), ("dense", 64, 7168, 128, 1, None),
                         ("dense", 128, 4096, 640, 1, None), ("dense", 200, 7168, 768, 1, None),
@@ -77,22 +78,28 @@ def test_overlap_variant_compiles_without_spills_or_serialisation(plan: GemmPlan
     assert compiled.ptxas.registers * plan.threads <= 65536
 
 
-def test_overlap_is_only_where_the_tile_allows_it():
+def test_plans_overlap_promotion_exactly_where_the_tile_allows_it():
+    for plan in VARIANTS:
+        assert plan.overlap_promotion == (plan.block_m <= 128 and plan.block_n <= 128), plan.summary()
     wide = choose_plan("dense", 4096, 7168, 16384, 1, 132)
-    assert wide.block_m == 256 and with_overlapped_promotion(wide) == wide
-    assert "PYDG_OVERLAP_PROMOTION" not in wide.defines()  # default kernels keep their cache keys
-    narrow = with_overlapped_promotion(choose_plan("dense", 128, 4096, 7168, 1, 132))
+    assert wide.block_m == 256 and not wide.overlap_promotion
+    assert wide.defines()["PYDG_OVERLAP_PROMOTION"] == "false"
+    narrow = choose_plan("dense", 128, 4096, 7168, 1, 132)
     assert narrow.overlap_promotion and narrow.defines()["PYDG_OVERLAP_PROMOTION"] == "true"
     with pytest.raises(ValueError, match="overlapped promotion"):
         GemmPlan(**{**narrow.__dict__, "block_n": 192}).validate()
+    with pytest.raises(ValueError, match="overlapped promotion"):
+        GemmPlan(**{**wide.__dict__, "overlap_promotion": True}).validate()
 
 
-def test_overlap_switch_reaches_the_plan(monkeypatch):
-    monkeypatch.delenv("PYDG_OVERLAP_PROMOTION", raising=False)
-    assert not choose_plan("contiguous", 8192, 4096, 7168, 4, 132).overlap_promotion
-    monkeypatch.setenv("PYDG_OVERLAP_PROMOTION", "1")
-    assert choose_plan("contiguous", 8192, 4096, 7168, 4, 132).overlap_promotion
-    assert not choose_plan("dense", 4096, 7168, 16384, 1, 132).overlap_promotion  # 256-row tiles
+@pytest.mark.parametrize("plan", [replace(choose_plan("dense", 128, 4096, 1024, 1, 132), overlap_promotion=False),
+                                  replace(choose_plan("dense", 64, 2112, 7168, 1, 132), overlap_promotion=False)],
+                         ids=["128x4096x1024", "64x2112x7168"])
+def test_plain_promotion_still_compiles(plan: GemmPlan):
+    """The one-accumulator loop of narrow tiles: the GPU test compares it bit for bit with the overlapped one."""
+    compiled = compile_cubin(source.sources()[source.ENTRY], source.ENTRY, source.options(plan))
+    assert compiled.ptxas.spill_stores == 0 and compiled.ptxas.stack_frame == 0, compiled.log
+    assert "C7514" not in compiled.log, compiled.log
 
 
 def _sass(cubin_path) -> str | None:

@@ -1,22 +1,19 @@
-"""PYDG_OVERLAP_PROMOTION's kernels (the next 128 of K's wgmma issued before the current one is
-promoted) on an sm_90 GPU: every K-block tail of their 4-block chunks, in all three layouts."""
+"""Overlapped promotion (the next 128 of K's wgmma issued before the current one is promoted), the
+default of tiles up to 128x128, on an sm_90 GPU: every K-block tail of its 4-block chunks, in all
+three layouts, and bit-equality with the one-accumulator loop."""
 import random
+from dataclasses import replace
 
 import pytest
 
 import pydg
-from pydg import gemm
+from pydg.arrays import array_info
+from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
+from pydg.scheduler.heuristics import choose_plan
 from gpu_util import DIFF_LIMIT, calc_diff, dequantize, nan_like, quantized_pair, torch_module
 from test_grouped_gpu import _check_masked, _contiguous_inputs, _masked_inputs
 
 pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(autouse=True)
-def overlapped(monkeypatch):
-    monkeypatch.setenv("PYDG_OVERLAP_PROMOTION", "1")
-    monkeypatch.setattr(gemm, "_cache", gemm._ThreadCache())  # plans prepared without the switch
-    yield
 
 
 # K = 128 .. 1024 covers chunk-free runs and each tail; 7168 is the DeepSeek size. N = 112 is
@@ -75,20 +72,21 @@ def test_masked(groups, m_max, k):
     _check_masked(torch, a, sa, b_ref, out, masked)
 
 
-def test_same_bits_as_the_default_kernel(monkeypatch):
+def test_same_bits_as_the_one_accumulator_loop():
     """Promotion adds the same products in the same order either way: bitwise-equal outputs."""
     torch = torch_module()
     m, n, k = 128, 4096, 1024
     a, sa = quantized_pair(torch, m, k, per_block=False)
     b, sb = quantized_pair(torch, n, k, per_block=True)
-    outs, overlapped = [], []
-    for switch in ("1", "0"):
-        monkeypatch.setenv("PYDG_OVERLAP_PROMOTION", switch)
-        monkeypatch.setattr(gemm, "_cache", gemm._ThreadCache())
-        overlapped.append(pydg.plan_gemm(m, n, k).overlap_promotion)
+    overlapped = choose_plan("dense", m, n, k, 1, pydg.get_num_sms())
+    assert overlapped.overlap_promotion
+    outs = []
+    for plan in (overlapped, replace(overlapped, overlap_promotion=False)):
         outs.append(nan_like(torch, (m, n)))
-        pydg.gemm_fp8_fp8_bf16_nt((a, sa), (b, sb), outs[-1])
+        ops = GemmOperands(*(array_info(x, "x") for x in (a, sa, b, sb, outs[-1])))
+        pointers = (a.data_ptr(), sa.data_ptr(), b.data_ptr(), sb.data_ptr(), outs[-1].data_ptr(), 0)
+        GemmLauncher(plan, ops, 0)(pointers, torch.cuda.current_stream().cuda_stream)
     torch.cuda.synchronize()
-    assert overlapped == [True, False]
     assert not outs[0].isnan().any()
+    assert calc_diff(torch, outs[0], dequantize(torch, a, sa, False) @ dequantize(torch, b, sb, True).T) <= DIFF_LIMIT
     assert torch.equal(outs[0], outs[1])

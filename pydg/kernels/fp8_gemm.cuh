@@ -226,33 +226,59 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 for (uint32_t i = 0; i < kAccum; ++i)
                     final_accum[s][i] = 0.0f;
 
+            // After the last MMAs that read a stage the stage is in registers: hand it back to the
+            // producer(s).
+            auto release = [&](uint32_t released) {
+                if (kSharing == 1) {
+                    if (lane == 0)
+                        mbar_arrive(&empty[released]);
+                } else if (lane < kSharing) {
+                    mbar_arrive_cluster(&empty[released], lane);
+                }
+            };
+            // Two-level accumulation: the tensor cores' partial sum over one 128 of K is scaled and
+            // added into FP32 registers, so FP8 products never accumulate across scales.
+            auto promote = [&](const float (&acc)[kAccum], float (&fin)[kAccum], const Scales& sc) {
+                const float s00 = sc.a0 * sc.b0, s10 = sc.a1 * sc.b0;
+                const float s01 = sc.a0 * sc.b1, s11 = sc.a1 * sc.b1;
+                const float s02 = sc.a0 * sc.b2, s12 = sc.a1 * sc.b2;
+#pragma unroll
+                for (uint32_t i = 0; i < kAccum / 4; ++i) {
+                    // 8-column chunk i of the fragment: which of B's scale blocks its columns are in.
+                    const uint32_t col = i * 8;
+                    const bool second = !kOneSbPerTile && col >= sb_split1;
+                    const bool third = kBlockN > 128 && col >= sb_split2;
+                    const float scale0 = third ? s02 : (second ? s01 : s00);
+                    const float scale1 = third ? s12 : (second ? s11 : s10);
+                    fin[i * 4 + 0] += scale0 * acc[i * 4 + 0];
+                    fin[i * 4 + 1] += scale0 * acc[i * 4 + 1];
+                    fin[i * 4 + 2] += scale1 * acc[i * 4 + 2];
+                    fin[i * 4 + 3] += scale1 * acc[i * 4 + 3];
+                }
+            };
+            // The MMAs of sub-block `s` of stage `at` into `acc` (zeroed by the first), committed as
+            // one wgmma group.
+            auto issue = [&](float (&acc)[kAccum], uint32_t at, uint32_t s) {
+#pragma unroll
+                for (uint32_t i = 0; i < kAccum; ++i)
+                    fence_operand(acc[i]);
+                wgmma_fence();
+                const uint64_t desc_a = desc_a0 + at * (Layout::kABytes / 16) + s * (kSubRows * kBlockK / 16);
+                const uint64_t desc_b = desc_b0 + at * (Layout::kBBytes / 16);
+#pragma unroll
+                for (uint32_t k = 0; k < kBlockK / kWgmmaK; ++k)
+                    Wgmma::mma(desc_a + k * (kWgmmaK / 16), desc_b + k * (kWgmmaK / 16), acc, k > 0);
+                wgmma_commit();
+#pragma unroll
+                for (uint32_t i = 0; i < kAccum; ++i)
+                    fence_operand(acc[i]);
+            };
+            auto next_stage = [&]() {
+                stage = stage + 1 == kNumStages ? 0 : stage + 1;
+                phase ^= stage == 0;
+            };
+
             if constexpr (kOverlapPromotion) {
-                // After the last MMAs that read a stage: hand it back to the producer(s).
-                auto release = [&](uint32_t released) {
-                    if (kSharing == 1) {
-                        if (lane == 0)
-                            mbar_arrive(&empty[released]);
-                    } else if (lane < kSharing) {
-                        mbar_arrive_cluster(&empty[released], lane);
-                    }
-                };
-                // The MMAs of sub-block `s` of stage `at` into `acc` (zeroed by the first), committed as
-                // one wgmma group.
-                auto issue = [&](float (&acc)[kAccum], uint32_t at, uint32_t s) {
-#pragma unroll
-                    for (uint32_t i = 0; i < kAccum; ++i)
-                        fence_operand(acc[i]);
-                    wgmma_fence();
-                    const uint64_t desc_a = desc_a0 + at * (Layout::kABytes / 16) + s * (kSubRows * kBlockK / 16);
-                    const uint64_t desc_b = desc_b0 + at * (Layout::kBBytes / 16);
-#pragma unroll
-                    for (uint32_t k = 0; k < kBlockK / kWgmmaK; ++k)
-                        Wgmma::mma(desc_a + k * (kWgmmaK / 16), desc_b + k * (kWgmmaK / 16), acc, k > 0);
-                    wgmma_commit();
-#pragma unroll
-                    for (uint32_t i = 0; i < kAccum; ++i)
-                        fence_operand(acc[i]);
-                };
                 // The scales of sub-block `s` of stage `at`, read before the stage is released.
                 auto scales = [&](uint32_t at, uint32_t s) {
                     const float* sa = smem_sa + at * kBlockM + s * kSubRows;
@@ -260,31 +286,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     return Scales{sa[row0], sa[row1], sb[0], kNumSbPerTile > 1 ? sb[1] : 0.0f,
                                   kNumSbPerTile > 2 ? sb[2] : 0.0f};
                 };
-                // Two-level accumulation, as in the default loop below (kept as the text the GPU has
-                // verified until this branch is measured; then one of the two goes).
-                auto promote = [&](const float (&acc)[kAccum], float (&fin)[kAccum], const Scales& sc) {
-                    const float s00 = sc.a0 * sc.b0, s10 = sc.a1 * sc.b0;
-                    const float s01 = sc.a0 * sc.b1, s11 = sc.a1 * sc.b1;
-                    const float s02 = sc.a0 * sc.b2, s12 = sc.a1 * sc.b2;
-#pragma unroll
-                    for (uint32_t i = 0; i < kAccum / 4; ++i) {
-                        // 8-column chunk i of the fragment: which of B's scale blocks its columns are in.
-                        const uint32_t col = i * 8;
-                        const bool second = !kOneSbPerTile && col >= sb_split1;
-                        const bool third = kBlockN > 128 && col >= sb_split2;
-                        const float scale0 = third ? s02 : (second ? s01 : s00);
-                        const float scale1 = third ? s12 : (second ? s11 : s10);
-                        fin[i * 4 + 0] += scale0 * acc[i * 4 + 0];
-                        fin[i * 4 + 1] += scale0 * acc[i * 4 + 1];
-                        fin[i * 4 + 2] += scale1 * acc[i * 4 + 2];
-                        fin[i * 4 + 3] += scale1 * acc[i * 4 + 3];
-                    }
-                };
-                auto next_stage = [&]() {
-                    stage = stage + 1 == kNumStages ? 0 : stage + 1;
-                    phase ^= stage == 0;
-                };
-
                 // Two accumulator sets: k-block kb + 1's MMAs are issued before k-block kb is
                 // promoted, so the tensor cores work on through the promotion's FFMAs.
                 auto first = [&](float (&acc)[kAccum]) {
@@ -347,60 +348,19 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     const float b_scale0 = sb[0];
                     const float b_scale1 = kNumSbPerTile > 1 ? sb[1] : 0.0f;
                     const float b_scale2 = kNumSbPerTile > 2 ? sb[2] : 0.0f;
-                    const uint64_t desc_a = desc_a0 + stage * (Layout::kABytes / 16);
-                    const uint64_t desc_b = desc_b0 + stage * (Layout::kBBytes / 16);
 
 #pragma unroll
                     for (uint32_t s = 0; s < kNumSubBlocks; ++s) {
                         const float a_scale0 = smem_sa[stage * kBlockM + s * kSubRows + row0];
                         const float a_scale1 = smem_sa[stage * kBlockM + s * kSubRows + row1];
-#pragma unroll
-                        for (uint32_t i = 0; i < kAccum; ++i)
-                            fence_operand(accum[i]);
-                        wgmma_fence();
-#pragma unroll
-                        for (uint32_t k = 0; k < kBlockK / kWgmmaK; ++k)
-                            Wgmma::mma(desc_a + s * (kSubRows * kBlockK / 16) + k * (kWgmmaK / 16),
-                                       desc_b + k * (kWgmmaK / 16), accum, k > 0);
-                        wgmma_commit();
-#pragma unroll
-                        for (uint32_t i = 0; i < kAccum; ++i)
-                            fence_operand(accum[i]);
+                        issue(accum, stage, s);
                         wgmma_wait<0>();
 
-                        // After the last sub-block's MMAs the stage is in registers: hand it back to
-                        // the producer(s).
-                        if (s + 1 == kNumSubBlocks) {
-                            if (kSharing == 1) {
-                                if (lane == 0)
-                                    mbar_arrive(&empty[stage]);
-                            } else if (lane < kSharing) {
-                                mbar_arrive_cluster(&empty[stage], lane);
-                            }
-                        }
-
-                        // Two-level accumulation: the tensor cores' partial sum over this 128 of K is
-                        // scaled and added into FP32 registers, so FP8 products never accumulate
-                        // across scales.
-                        const float s00 = a_scale0 * b_scale0, s10 = a_scale1 * b_scale0;
-                        const float s01 = a_scale0 * b_scale1, s11 = a_scale1 * b_scale1;
-                        const float s02 = a_scale0 * b_scale2, s12 = a_scale1 * b_scale2;
-#pragma unroll
-                        for (uint32_t i = 0; i < kAccum / 4; ++i) {
-                            // 8-column chunk i of the fragment: which of B's scale blocks its columns are in.
-                            const uint32_t col = i * 8;
-                            const bool second = !kOneSbPerTile && col >= sb_split1;
-                            const bool third = kBlockN > 128 && col >= sb_split2;
-                            const float scale0 = third ? s02 : (second ? s01 : s00);
-                            const float scale1 = third ? s12 : (second ? s11 : s10);
-                            final_accum[s][i * 4 + 0] += scale0 * accum[i * 4 + 0];
-                            final_accum[s][i * 4 + 1] += scale0 * accum[i * 4 + 1];
-                            final_accum[s][i * 4 + 2] += scale1 * accum[i * 4 + 2];
-                            final_accum[s][i * 4 + 3] += scale1 * accum[i * 4 + 3];
-                        }
+                        if (s + 1 == kNumSubBlocks)
+                            release(stage);
+                        promote(accum, final_accum[s], Scales{a_scale0, a_scale1, b_scale0, b_scale1, b_scale2});
                     }
-                    stage = stage + 1 == kNumStages ? 0 : stage + 1;
-                    phase ^= stage == 0;
+                    next_stage();
                 }
             }
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pydg import log
 from pydg.scheduler.plan import BLOCK_K, CONTIGUOUS_BLOCK_M_LIMIT, MAX_SMEM_BYTES, GemmPlan, smem_bytes
 from pydg.utils import ceil_div
 
@@ -105,7 +104,8 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
                             num_sms=num_sms - num_sms % 2 if num_sms > 1 else 1, expected_m=expected)
             for cluster_size, multicast, inner in _cluster_options(mode, base.num_m_blocks, base.num_n_blocks,
                                                                    base.num_tiles, base.num_sms):
-                plan = replace(base, cluster_size=cluster_size, multicast=multicast, inner_axis=inner)
+                plan = replace(base, cluster_size=cluster_size, multicast=multicast, inner_axis=inner,
+                               overlap_promotion=base.allows_overlap)
                 if cluster_size == 1:
                     plan = replace(plan, num_sms=num_sms)
                 plan.validate()
@@ -141,13 +141,4 @@ def choose_plan(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int
     best = min(candidate_plans(mode, m, n, k, num_groups, num_sms, expected_m, smem_limit), key=_rank, default=None)
     if best is None:
         raise ValueError(f"no kernel plan fits {mode} m={m} n={n} k={k} in {smem_limit} bytes of shared memory")
-    plan = fit_grid(best)
-    if log.enabled(log.OVERLAP_PROMOTION):
-        plan = with_overlapped_promotion(plan)
-    return plan
-
-
-def with_overlapped_promotion(plan: GemmPlan) -> GemmPlan:
-    """`plan` with overlapped promotion where its tile allows it (PYDG_OVERLAP_PROMOTION, experimental:
-    not yet timed against the default on a GPU, so the model never picks it by itself)."""
-    return replace(plan, overlap_promotion=True) if plan.allows_overlap else plan
+    return fit_grid(best)

@@ -34,7 +34,9 @@ class GemmPlan:
     inner_axis/band: tiles are walked in bands of `band` blocks of the inner axis (see
     scheduler.cuh); a pair is two consecutive tiles, which share the outer axis' block.
     overlap_promotion: each warpgroup issues the next 128 of K's wgmma before it promotes the
-    current one, into a second accumulator set (block_m <= 128, block_n <= OVERLAP_MAX_BLOCK_N).
+    current one, into a second accumulator set. The heuristic sets it wherever the tile allows it
+    (block_m <= 128, block_n <= OVERLAP_MAX_BLOCK_N): on the H100 it was never slower, and up to
+    1.14x faster on small-M shapes (bench/NOTES.md).
     """
 
     mode: str
@@ -127,7 +129,7 @@ class GemmPlan:
             "PYDG_CLUSTER_SIZE": str(self.cluster_size),
             "PYDG_MULTICAST": {"none": "0", "a": "1", "b": "2"}[self.multicast],
             "PYDG_INNER_IS_M": "true" if self.inner_axis == "m" else "false",
-            **({"PYDG_OVERLAP_PROMOTION": "true"} if self.overlap_promotion else {}),
+            "PYDG_OVERLAP_PROMOTION": "true" if self.overlap_promotion else "false",
         }
 
     def summary(self) -> str:
