@@ -106,6 +106,14 @@ def test_small_m_fills_the_machine_with_narrow_tiles():
     assert plan.block_m == 64 and plan.num_tiles >= 120
 
 
+@pytest.mark.parametrize("m,n,k", [(64, 2112, 7168), (128, 2112, 7168), (64, 32768, 512), (128, 32768, 512),
+                                   (511, 7168, 2048)])
+def test_small_m_runs_without_cluster_pairs(m, n, k):
+    # Measured: single CTAs beat multicast pairs on these shapes (MULTICAST_MIN_ROWS).
+    assert all(p.cluster_size == 1 for p in candidate_plans("dense", m, n, k, 1, 132))
+    assert any(p.cluster_size == 2 for p in candidate_plans("dense", 512, n, k, 1, 132))
+
+
 def test_plan_validation_rejects_illegal_multicast():
     plan = choose_plan("dense", 4096, 4096, 4096, 1, 132)
     with pytest.raises(ValueError, match="multicast b"):

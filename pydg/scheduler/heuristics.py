@@ -34,6 +34,10 @@ MAX_BLOCK_N = {64: 192, 128: 192, 256: 128}
 MAX_STAGES = 16
 MIN_STAGES = 3
 BAND = 16
+# Cluster pairs below this many rows lost to single CTAs in every plan sweep (2026-11-23: 64 and 128
+# x 2112 x 7168 and x 32768 x 512, by 3-7%): A is a few hot L2 lines that every CTA reads anyway, and
+# a pair advances at the pace of its slower CTA.
+MULTICAST_MIN_ROWS = 512
 
 
 def max_stages(block_m: int, block_n: int, smem_limit: int = MAX_SMEM_BYTES) -> int:
@@ -73,11 +77,11 @@ def estimate_seconds(plan: GemmPlan) -> float:
     return max(tiles_seconds(plan), dram)
 
 
-def _cluster_options(mode: str, num_m_blocks: int, num_n_blocks: int, num_tiles: int, num_sms: int):
-    """(cluster_size, multicast, inner_axis) choices that are legal for the shape."""
+def _cluster_options(mode: str, rows: int, num_m_blocks: int, num_n_blocks: int, num_tiles: int, num_sms: int):
+    """(cluster_size, multicast, inner_axis) choices that are legal for the shape and can pay."""
     yield 1, "none", "n"
-    if num_sms % 2 or num_tiles < num_sms:
-        return  # pairs only pay when every SM has work
+    if num_sms % 2 or num_tiles < num_sms or rows < MULTICAST_MIN_ROWS:
+        return  # pairs only pay when every SM has work, and A is more than a few L2 lines
     if mode == "dense" and num_m_blocks % 2 == 0:
         yield 2, "b", "m"
     if num_n_blocks % 2 == 0:
@@ -102,7 +106,7 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
             base = GemmPlan(mode=mode, m=m, n=n, k=k, num_groups=num_groups, block_m=block_m, block_n=block_n,
                             num_stages=stages, cluster_size=1, multicast="none", inner_axis="n", band=BAND,
                             num_sms=num_sms - num_sms % 2 if num_sms > 1 else 1, expected_m=expected)
-            for cluster_size, multicast, inner in _cluster_options(mode, base.num_m_blocks, base.num_n_blocks,
+            for cluster_size, multicast, inner in _cluster_options(mode, rows, base.num_m_blocks, base.num_n_blocks,
                                                                    base.num_tiles, base.num_sms):
                 plan = replace(base, cluster_size=cluster_size, multicast=multicast, inner_axis=inner,
                                overlap_promotion=base.allows_overlap)

@@ -35,8 +35,9 @@ class GemmPlan:
     scheduler.cuh); a pair is two consecutive tiles, which share the outer axis' block.
     overlap_promotion: each warpgroup issues the next 128 of K's wgmma before it promotes the
     current one, into a second accumulator set. The heuristic sets it wherever the tile allows it
-    (block_m <= 128, block_n <= OVERLAP_MAX_BLOCK_N): on the H100 it was never slower, and up to
-    1.14x faster on small-M shapes (bench/NOTES.md).
+    (block_m <= 128, block_n <= OVERLAP_MAX_BLOCK_N). Timed against the one-accumulator loop on the
+    H100 in one process (scripts/plan_sweep.py --plain): 0-3% faster on tiles 64 or more wide,
+    within +-1.5% on narrower ones.
     """
 
     mode: str
