@@ -1,7 +1,11 @@
-"""Times candidate plans of a few shapes side by side (CUDA events, L2 flushed): what the heuristic
-should pick. usage: python scripts/plan_sweep.py [--all] [--plain] M,N,K [M,N,K ...]
-(--all: every candidate, not the model's top 10; --plain: each plan with overlapped promotion is
-timed again with the one-accumulator loop)"""
+"""Times candidate plans of a few shapes side by side (CUDA events around one launch, L2 flushed):
+what the heuristic should pick.
+usage: python scripts/plan_sweep.py [--all] [--plain] [--prefetch D,D...] SHAPE [SHAPE ...]
+SHAPE: M,N,K (dense), contiguous:G,M,N,K or masked:G,M,N,K (M rows per group; masked: every group full)
+--all: every candidate, not the model's top 10; --plain: each plan with overlapped promotion is timed
+again with the one-accumulator loop; --prefetch: the chosen plan (with and without cluster) is timed
+again with B prefetched into L2 each of these many k-blocks past the ring.
+Every plan's output is compared with pydg's own call first (calc_diff printed)."""
 import sys
 from dataclasses import replace
 
@@ -13,7 +17,7 @@ from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
 from pydg.scheduler.heuristics import candidate_plans, choose_plan, estimate_seconds
 
 sys.path.insert(0, "tests")
-from gpu_util import calc_diff, dequantize, nan_like, quantized_pair  # noqa: E402
+from gpu_util import calc_diff, nan_like, quantized_pair  # noqa: E402
 
 FLUSH = torch.empty(256 * 1024 * 1024 // 4, dtype=torch.int32, device="cuda")
 
@@ -32,36 +36,68 @@ def time_us(fn, iters=20):
     return times[len(times) // 2]
 
 
-def sweep(m, n, k, every=False, plain=False):
-    a, sa = quantized_pair(torch, m, k, per_block=False)
-    b, sb = quantized_pair(torch, n, k, per_block=True)
-    out = nan_like(torch, (m, n))
-    ref = dequantize(torch, a, sa, False) @ dequantize(torch, b, sb, True).T
-    ops = GemmOperands(*(array_info(x, "x") for x in (a, sa, b, sb, out)))
-    pointers = (a.data_ptr(), sa.data_ptr(), b.data_ptr(), sb.data_ptr(), out.data_ptr(), 0)
+def problem(spec: str):
+    """(mode, plan arguments, arrays, pydg's own call) of a SHAPE argument."""
+    mode, _, dims = spec.rpartition(":")
+    mode = mode or "dense"
+    if mode == "dense":
+        m, n, k = map(int, dims.split(","))
+        a, sa = quantized_pair(torch, m, k, per_block=False)
+        b, sb = quantized_pair(torch, n, k, per_block=True)
+        out = nan_like(torch, (m, n))
+        return mode, (m, n, k, 1, None), (a, sa, b, sb, out), lambda: pydg.gemm_fp8_fp8_bf16_nt((a, sa), (b, sb), out)
+    groups, m, n, k = map(int, dims.split(","))
+    b, sb = quantized_pair(torch, n, k, per_block=True, lead=(groups,))
+    if mode == "contiguous":
+        a, sa = quantized_pair(torch, groups * m, k, per_block=False)
+        grouping = torch.arange(groups, device="cuda", dtype=torch.int32).repeat_interleave(m)
+        out = nan_like(torch, (groups * m, n))
+        call = lambda: pydg.m_grouped_gemm_fp8_fp8_bf16_nt_contiguous((a, sa), (b, sb), out, grouping)  # noqa: E731
+        return mode, (groups * m, n, k, groups, None), (a, sa, b, sb, out, grouping), call
+    a, sa = quantized_pair(torch, m, k, per_block=False, lead=(groups,))
+    grouping = torch.full((groups,), m, device="cuda", dtype=torch.int32)
+    out = nan_like(torch, (groups, m, n))
+    call = lambda: pydg.m_grouped_gemm_fp8_fp8_bf16_nt_masked((a, sa), (b, sb), out, grouping, expected_m=m)  # noqa: E731
+    return mode, (m, n, k, groups, m), (a, sa, b, sb, out, grouping), call
+
+
+def sweep(spec: str, every=False, plain=False, prefetch=()):
+    mode, (m, n, k, groups, expected), arrays, call = problem(spec)
+    out = arrays[4]
+    call()
+    reference = out.clone()
+    names = ("a", "sa", "b", "sb", "out", "grouping")
+    ops = GemmOperands(*(array_info(x, name) for x, name in zip(arrays, names)))
+    pointers = tuple(x.data_ptr() for x in arrays) + ((0,) if len(arrays) == 5 else ())
     stream = torch.cuda.current_stream().cuda_stream
-    chosen = choose_plan("dense", m, n, k, 1, 132)
-    plans = sorted(candidate_plans("dense", m, n, k, 1, 132), key=estimate_seconds)
+    chosen = choose_plan(mode, m, n, k, groups, 132, expected_m=expected)
+    plans = sorted(candidate_plans(mode, m, n, k, groups, 132, expected_m=expected), key=estimate_seconds)
     plans = plans if every else plans[:10]
-    extra = [replace(chosen, cluster_size=1, multicast="none", inner_axis="n"),
-             replace(chosen, cluster_size=2, multicast="none")]
-    plans = [chosen] + extra + plans
+    single = replace(chosen, cluster_size=1, multicast="none", inner_axis="n")
+    plans = [chosen, single, replace(chosen, cluster_size=2, multicast="none")] + plans
     if plain:
         plans += [replace(plan, overlap_promotion=False) for plan in plans if plan.overlap_promotion]
+    plans += [replace(plan, prefetch_b=d) for d in prefetch for plan in (chosen, single)]
     results = []
+    flops = 2 * (groups * m if mode != "dense" else m) * n * k
     for plan in plans:
+        try:
+            plan.validate()
+        except ValueError as err:
+            print(f"{spec} skipped: {err}")
+            continue
         launcher = GemmLauncher(plan, ops, 0)
         out.fill_(float("nan"))
         launcher(pointers, stream)
         torch.cuda.synchronize()
-        diff = calc_diff(torch, out, ref)
+        diff = calc_diff(torch, out, reference)
         us = time_us(lambda: launcher(pointers, stream))
         results.append((us, plan))
-        print(f"{m}x{n}x{k} {us:8.1f} us {2*m*n*k/us/1e6:7.0f} TFLOPS diff {diff:.2g} "
-              f"model {estimate_seconds(plan)*1e6:7.1f} us | {plan.summary()}", flush=True)
+        print(f"{spec} {us:8.1f} us {flops / us / 1e6:7.0f} TFLOPS diff-vs-call {diff:.2g} "
+              f"model {estimate_seconds(plan) * 1e6:7.1f} us | {plan.summary()}", flush=True)
     ranked = sorted(results, key=lambda r: r[0])
     chosen_us = results[0][0]
-    print(f"BEST {m}x{n}x{k}: {ranked[0][0]:.1f} us {ranked[0][1].summary()} | chosen {chosen_us:.1f} us "
+    print(f"BEST {spec}: {ranked[0][0]:.1f} us {ranked[0][1].summary()} | chosen {chosen_us:.1f} us "
           f"({ranked[0][0] / chosen_us:.3f}x)")
     for us, plan in ranked[1:4]:
         print(f"  next {us:.1f} us {plan.summary()}")
@@ -69,7 +105,12 @@ def sweep(m, n, k, every=False, plain=False):
 
 
 if __name__ == "__main__":
-    flags = {"--all", "--plain"}
-    for arg in sys.argv[1:]:
-        if arg not in flags:
-            sweep(*map(int, arg.split(",")), every="--all" in sys.argv, plain="--plain" in sys.argv)
+    args = sys.argv[1:]
+    prefetch = ()
+    if "--prefetch" in args:
+        at = args.index("--prefetch")
+        prefetch = tuple(int(d) for d in args[at + 1].split(","))
+        del args[at:at + 2]
+    for arg in args:
+        if not arg.startswith("--"):
+            sweep(arg, every="--all" in args, plain="--plain" in args, prefetch=prefetch)
