@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The one script for a device call, from the repo root (carry .anchor to compare with DeepGEMM):
-#   bash scripts/gpu_check.sh [tests|bench|all|extras] [extra bench args, e.g. --what dense,host --iters 10]
+#   bash scripts/gpu_check.sh [tests|bench|all|extras|sweep] [extra bench args, e.g. --what dense,host --iters 10]
 # Name the commit that runs (the device's .git is the session's first): PYDG_GIT_COMMIT=<hash> bash ...
 # extras: what the issues measure beside the suite and the GEMM benchmark, into $OUT/extras.log:
 # compute-sanitizer (memcheck, synccheck, racecheck), the cast kernels' bandwidth (scripts/bench_cast.py),
 # cold-start numbers (scripts/cold_start.py) and the timed warm-up of the contract's shapes, cold and warm.
+# sweep: scripts/plan_sweep.py on the shapes where pydg trails DeepGEMM, with B's L2 prefetch twins, into
+# $OUT/sweep.log (extra arguments replace the default shape list).
+# One device call is 600 s at most: `tests` (about 380 s) and `bench` with .anchor (about 320 s for two
+# runs) do not fit together; `tests` + `extras` do, and so do `bench` + `sweep`.
 # Every log lands in $OUT (default /tmp/out): gpu.txt, env.txt, dg_build.log (if DeepGEMM was built),
 # tests.log, bench.log, bench.json, bench.png — at most 7 files, no folders, within what a device call
 # returns (8 files).
@@ -14,8 +18,8 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 [ $# -gt 0 ] && shift
 case $what in
-  tests|bench|all|extras) ;;
-  *) echo "usage: bash scripts/gpu_check.sh [tests|bench|all|extras] [extra bench args]" >&2; exit 2 ;;
+  tests|bench|all|extras|sweep) ;;
+  *) echo "usage: bash scripts/gpu_check.sh [tests|bench|all|extras|sweep] [extra bench args]" >&2; exit 2 ;;
 esac
 
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYDG_CACHE_DIR=/tmp/pydg-cache
@@ -59,6 +63,16 @@ if [ "$what" = extras ]; then
   } > "$OUT/extras.log" 2>&1
   cat "$OUT/extras.log"
   exit 0
+fi
+
+if [ "$what" = sweep ]; then
+  shapes=("$@")
+  [ ${#shapes[@]} -gt 0 ] || shapes=(64,2112,7168 128,2112,7168 128,4096,7168 64,7168,16384 4096,2112,7168
+    contiguous:4,8192,4096,7168 contiguous:8,4096,7168,2048 masked:4,256,4096,7168 masked:4,256,7168,2048)
+  python3 scripts/plan_sweep.py --prefetch 4,16,48 "${shapes[@]}" > "$OUT/sweep.log" 2>&1
+  sweep_status=$?
+  grep -E "^(BEST|  next)" "$OUT/sweep.log"
+  exit $sweep_status
 fi
 
 tests_status=skipped bench_status=skipped
