@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The one script for a device call, from the repo root (carry .anchor to compare with DeepGEMM):
-#   bash scripts/gpu_check.sh [tests|bench|all|extras|sweep] [extra bench args, e.g. --what dense,host --iters 10]
+#   bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile] [extra bench args, e.g. --what dense,host --iters 10]
 # Name the commit that runs (the device's .git is the session's first): PYDG_GIT_COMMIT=<hash> bash ...
 # extras: what the issues measure beside the suite and the GEMM benchmark, into $OUT/extras.log:
 # compute-sanitizer (memcheck, synccheck, racecheck), the cast kernels' bandwidth (scripts/bench_cast.py),
 # cold-start numbers (scripts/cold_start.py) and the timed warm-up of the contract's shapes, cold and warm.
 # sweep: scripts/plan_sweep.py on the shapes where pydg trails DeepGEMM, with B's L2 prefetch twins, into
 # $OUT/sweep.log (extra arguments replace the default shape list).
+# profile: ncu (speed of light, warp stalls, compute and memory workload) on pydg's kernel and, with
+# .anchor, DeepGEMM's, for each dense shape given (default 4096,2112,7168 and 64,2112,7168), into
+# $OUT/profile.txt.
 # One device call is 600 s at most: `tests` (about 380 s) and `bench` with .anchor (about 320 s for two
 # runs) do not fit together; `tests` + `extras` do, and so do `bench` + `sweep`.
 # Every log lands in $OUT (default /tmp/out): gpu.txt, env.txt, dg_build.log (if DeepGEMM was built),
@@ -18,8 +21,8 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 [ $# -gt 0 ] && shift
 case $what in
-  tests|bench|all|extras|sweep) ;;
-  *) echo "usage: bash scripts/gpu_check.sh [tests|bench|all|extras|sweep] [extra bench args]" >&2; exit 2 ;;
+  tests|bench|all|extras|sweep|profile) ;;
+  *) echo "usage: bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile] [extra bench args]" >&2; exit 2 ;;
 esac
 
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYDG_CACHE_DIR=/tmp/pydg-cache
@@ -73,6 +76,25 @@ if [ "$what" = sweep ]; then
   sweep_status=$?
   grep -E "^(BEST|  next)" "$OUT/sweep.log"
   exit $sweep_status
+fi
+
+if [ "$what" = profile ]; then
+  shapes=("$@")
+  [ ${#shapes[@]} -gt 0 ] || shapes=(4096,2112,7168 64,2112,7168)
+  dg=(); kernels=(pydg_fp8_gemm)
+  python3 -c "import deep_gemm" 2> /dev/null && dg=(--deepgemm) kernels+=(sm90_fp8_gemm)
+  for shape in "${shapes[@]}"; do
+    for kernel in "${kernels[@]}"; do
+      echo "==== $shape $kernel"
+      # The first 3 calls of each library compile, load and warm it; the 4th launch is profiled.
+      ncu --kernel-name regex:"$kernel" --launch-skip 3 --launch-count 1 \
+        --section SpeedOfLight --section WarpStateStats --section ComputeWorkloadAnalysis \
+        --section MemoryWorkloadAnalysis --section SchedulerStats \
+        python3 scripts/profile_shape.py "$shape" "${dg[@]}" 2>&1 | grep -v "^==PROF=="
+    done
+  done > "$OUT/profile.txt" 2>&1
+  grep -E "^==== |pydg_fp8_gemm|sm90_fp8_gemm|Duration|Compute \(SM\) Throughput|Memory Throughput" "$OUT/profile.txt"
+  exit 0
 fi
 
 tests_status=skipped bench_status=skipped
