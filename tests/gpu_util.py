@@ -44,6 +44,17 @@ def nan_like(torch, shape):
     return torch.full(shape, float("nan"), device="cuda", dtype=torch.bfloat16)
 
 
+def launch_plan(torch, plan, arrays):
+    """Launch `plan` itself (not the heuristic's) on arrays (a, sa, b, sb, out[, grouping]), on torch's
+    current stream: what the tests use to compare kernel variants of one shape."""
+    from pydg.arrays import array_info
+    from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
+
+    ops = GemmOperands(*(array_info(x, name) for x, name in zip(arrays, ("a", "sa", "b", "sb", "out", "grouping"))))
+    pointers = tuple(x.data_ptr() for x in arrays) + ((0,) if len(arrays) == 5 else ())
+    GemmLauncher(plan, ops, arrays[0].device.index or 0)(pointers, torch.cuda.current_stream().cuda_stream)
+
+
 def quantize_rows_traceable(torch, x):
     """Per-token FP8 in plain torch ops (traceable by torch.compile), scales TMA-aligned column-major."""
     m, k = x.shape

@@ -603,12 +603,18 @@ def test_twenty_repeats_are_bitwise_identical(mode, shape):
 E4M3_NAN = 0x7F
 
 
+def full_case(torch, mode: str, k: int = 512) -> Case:
+    """256 rows x 512 columns per group, 2 groups; masked: every row of both groups valid."""
+    case = make_case(torch, mode, 256, 512, k, groups=2)
+    if mode == "masked":
+        case = replace(case, grouping=torch.tensor([256, 256], dtype=torch.int32, device="cuda"))
+    return case
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_nan_in_a_row_reaches_exactly_that_row(mode):
     torch = torch_module()
-    case = make_case(torch, mode, 256, 512, 512, groups=2)
-    case = replace(case, grouping=torch.tensor([256, 256], dtype=torch.int32, device="cuda")) \
-        if mode == "masked" else case
+    case = full_case(torch, mode)
     a = case.a.view(torch.uint8).clone()
     row = (300 if mode == "contiguous" else 37)
     a.view(-1, a.shape[-1])[row if mode != "masked" else 256 + row, 100] = E4M3_NAN
@@ -625,9 +631,7 @@ def test_nan_in_a_row_reaches_exactly_that_row(mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_nan_in_b_row_reaches_exactly_that_column(mode):
     torch = torch_module()
-    case = make_case(torch, mode, 256, 512, 512, groups=2)
-    if mode == "masked":
-        case = replace(case, grouping=torch.tensor([256, 256], dtype=torch.int32, device="cuda"))
+    case = full_case(torch, mode)
     b = case.b.view(torch.uint8).clone()
     col = 200
     if mode == "dense":
@@ -653,9 +657,7 @@ def test_nan_in_b_row_reaches_exactly_that_column(mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_non_finite_scale_reaches_exactly_its_outputs(mode):
     torch = torch_module()
-    case = make_case(torch, mode, 256, 512, 512, groups=2)
-    if mode == "masked":
-        case = replace(case, grouping=torch.tensor([256, 256], dtype=torch.int32, device="cuda"))
+    case = full_case(torch, mode)
     sa, sb = fresh_sa(torch, case.sa), case.sb.clone()
     row = 5
     sa[..., row, 2] = float("inf")  # row 5 (of every group)
@@ -712,9 +714,7 @@ def test_all_448_is_exact():
 @pytest.mark.parametrize("mode", MODES)
 def test_zero_scales_give_exact_zeros(mode):
     torch = torch_module()
-    case = make_case(torch, mode, 256, 512, 512, groups=2)
-    if mode == "masked":
-        case = replace(case, grouping=torch.tensor([256, 256], dtype=torch.int32, device="cuda"))
+    case = full_case(torch, mode)
     sa, sb = fresh_sa(torch, case.sa), case.sb.clone()
     sa[..., 7, :] = 0.0   # row 7 (of every group)
     sb[..., 1, :] = 0.0   # columns 128..255 (of every expert)
@@ -749,9 +749,7 @@ def test_tiny_subnormal_and_huge_scales_match_the_reference(mode, kind):
 @pytest.mark.parametrize("mode", MODES)
 def test_results_past_bf16_range_are_infinite_like_the_reference(mode):
     torch = torch_module()
-    case = make_case(torch, mode, 256, 512, 128, groups=2)  # one block of K: no partial sums to overflow
-    if mode == "masked":
-        case = replace(case, grouping=torch.tensor([256, 256], dtype=torch.int32, device="cuda"))
+    case = full_case(torch, mode, k=128)  # one block of K: no partial sums to overflow
     huge = replace(case, sa=fresh_sa(torch, case.sa, 2.0**60), sb=case.sb * 2.0**60)
     out = nan_like(torch, case.out_shape)
     huge.run(out)

@@ -7,10 +7,8 @@ from dataclasses import replace
 import pytest
 
 import pydg
-from pydg.arrays import array_info
-from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
 from pydg.scheduler.heuristics import choose_plan
-from gpu_util import DIFF_LIMIT, calc_diff, dequantize, nan_like, quantized_pair, torch_module
+from gpu_util import DIFF_LIMIT, calc_diff, dequantize, launch_plan, nan_like, quantized_pair, torch_module
 from test_grouped_gpu import _check_masked, _contiguous_inputs, _masked_inputs
 
 pytestmark = pytest.mark.gpu
@@ -83,9 +81,7 @@ def test_same_bits_as_the_one_accumulator_loop():
     outs = []
     for plan in (overlapped, replace(overlapped, overlap_promotion=False)):
         outs.append(nan_like(torch, (m, n)))
-        ops = GemmOperands(*(array_info(x, "x") for x in (a, sa, b, sb, outs[-1])))
-        pointers = (a.data_ptr(), sa.data_ptr(), b.data_ptr(), sb.data_ptr(), outs[-1].data_ptr(), 0)
-        GemmLauncher(plan, ops, 0)(pointers, torch.cuda.current_stream().cuda_stream)
+        launch_plan(torch, plan, (a, sa, b, sb, outs[-1]))
     torch.cuda.synchronize()
     assert not outs[0].isnan().any()
     assert calc_diff(torch, outs[0], dequantize(torch, a, sa, False) @ dequantize(torch, b, sb, True).T) <= DIFF_LIMIT

@@ -4,10 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from pydg.arrays import array_info
-from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
 from pydg.scheduler.heuristics import choose_plan
-from gpu_util import DIFF_LIMIT, calc_diff, dequantize, nan_like, quantized_pair, torch_module
+from gpu_util import DIFF_LIMIT, calc_diff, dequantize, launch_plan, nan_like, quantized_pair, torch_module
 from test_grouped_gpu import _contiguous_inputs, _masked_inputs
 
 pytestmark = pytest.mark.gpu
@@ -15,10 +13,7 @@ pytestmark = pytest.mark.gpu
 
 def _run(torch, plan, arrays, out_shape):
     out = nan_like(torch, out_shape)
-    arrays = (*arrays[:4], out, *arrays[4:])
-    ops = GemmOperands(*(array_info(x, name) for x, name in zip(arrays, ("a", "sa", "b", "sb", "out", "grouping"))))
-    pointers = tuple(x.data_ptr() for x in arrays) + ((0,) if len(arrays) == 5 else ())
-    GemmLauncher(plan, ops, 0)(pointers, torch.cuda.current_stream().cuda_stream)
+    launch_plan(torch, plan, (*arrays[:4], out, *arrays[4:]))
     return out
 
 
