@@ -5,7 +5,7 @@
 # extras: what the issues measure beside the suite and the GEMM benchmark, into $OUT/extras.log:
 # compute-sanitizer (memcheck, synccheck, racecheck), the cast kernels' bandwidth (scripts/bench_cast.py),
 # cold-start numbers (scripts/cold_start.py) and the timed warm-up of the contract's shapes, cold and warm.
-# sweep: scripts/plan_sweep.py on the shapes where pydg trails DeepGEMM, with B's L2 prefetch twins, into
+# sweep: scripts/plan_sweep.py on the shapes where pydg trails DeepGEMM into
 # $OUT/sweep.log (extra arguments replace the default shape list).
 # profile: ncu (speed of light, warp stalls, compute and memory workload) on pydg's kernel and, with
 # .anchor, DeepGEMM's, for each dense shape given (default 4096,2112,7168 and 64,2112,7168), into
@@ -72,7 +72,7 @@ if [ "$what" = sweep ]; then
   shapes=("$@")
   [ ${#shapes[@]} -gt 0 ] || shapes=(64,2112,7168 128,2112,7168 128,4096,7168 64,7168,16384 4096,2112,7168
     contiguous:4,8192,4096,7168 contiguous:8,4096,7168,2048 masked:4,256,4096,7168 masked:4,256,7168,2048)
-  python3 scripts/plan_sweep.py --prefetch 4,16,48 "${shapes[@]}" > "$OUT/sweep.log" 2>&1
+  python3 scripts/plan_sweep.py "${shapes[@]}" > "$OUT/sweep.log" 2>&1
   sweep_status=$?
   grep -E "^(BEST|  next)" "$OUT/sweep.log"
   exit $sweep_status

@@ -1,10 +1,9 @@
 """Times candidate plans of a few shapes side by side (CUDA events around one launch, L2 flushed):
 what the heuristic should pick.
-usage: python scripts/plan_sweep.py [--all] [--plain] [--prefetch D,D...] SHAPE [SHAPE ...]
+usage: python scripts/plan_sweep.py [--all] [--plain] SHAPE [SHAPE ...]
 SHAPE: M,N,K (dense), contiguous:G,M,N,K or masked:G,M,N,K (M rows per group; masked: every group full)
 --all: every candidate, not the model's top 10; --plain: each plan with overlapped promotion is timed
-again with the one-accumulator loop; --prefetch: the chosen plan (with and without cluster) is timed
-again with B prefetched into L2 each of these many k-blocks past the ring.
+again with the one-accumulator loop.
 Every plan's output is compared with pydg's own call first (calc_diff printed)."""
 import sys
 from dataclasses import replace
@@ -61,7 +60,7 @@ def problem(spec: str):
     return mode, (m, n, k, groups, m), (a, sa, b, sb, out, grouping), call
 
 
-def sweep(spec: str, every=False, plain=False, prefetch=()):
+def sweep(spec: str, every=False, plain=False):
     mode, (m, n, k, groups, expected), arrays, call = problem(spec)
     out = arrays[4]
     call()
@@ -77,9 +76,8 @@ def sweep(spec: str, every=False, plain=False, prefetch=()):
     plans = [chosen, single, replace(chosen, cluster_size=2, multicast="none")] + plans
     if plain:
         plans += [replace(plan, overlap_promotion=False) for plan in plans if plan.overlap_promotion]
-    plans += [replace(plan, prefetch_b=d) for d in prefetch for plan in (chosen, single)]
     results = []
-    flops = 2 * (groups * m if mode != "dense" else m) * n * k
+    flops = 2 * (groups * m if mode == "masked" else m) * n * k  # contiguous: m is already M_sum
     for plan in plans:
         try:
             plan.validate()
@@ -106,11 +104,6 @@ def sweep(spec: str, every=False, plain=False, prefetch=()):
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    prefetch = ()
-    if "--prefetch" in args:
-        at = args.index("--prefetch")
-        prefetch = tuple(int(d) for d in args[at + 1].split(","))
-        del args[at:at + 2]
     for arg in args:
         if not arg.startswith("--"):
-            sweep(arg, every="--all" in args, plain="--plain" in args, prefetch=prefetch)
+            sweep(arg, every="--all" in args, plain="--plain" in args)

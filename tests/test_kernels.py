@@ -102,38 +102,6 @@ def test_plain_promotion_still_compiles(plan: GemmPlan):
     assert "C7514" not in compiled.log, compiled.log
 
 
-# B's L2 prefetch (plan.prefetch_b, off by default): a narrow dense tile, a masked 256-row one and a
-# multicast-B pair (only the pair's loading CTA prefetches). Its ring must hold fewer of K's blocks
-# than there are, or nothing is left to prefetch and the compiler drops the code.
-PREFETCH_VARIANTS = [replace(choose_plan("dense", 64, 2112, 7168, 1, 132), prefetch_b=16),
-                     replace(choose_plan("masked", 256, 4096, 7168, 4, 132, expected_m=256), prefetch_b=8),
-                     replace(next(p for p in candidate_plans("dense", 4096, 7168, 2048, 1, 132)
-                                  if p.multicast == "b" and p.num_stages < p.num_k_blocks), prefetch_b=4)]
-
-
-def test_default_plans_do_not_prefetch():
-    assert all(p.prefetch_b == 0 for p in VARIANTS + OVERLAP_VARIANTS)
-    with pytest.raises(ValueError, match="prefetch_b"):
-        replace(PREFETCH_VARIANTS[0], prefetch_b=-1).validate()
-    with pytest.raises(ValueError, match="prefetch_b"):
-        replace(PREFETCH_VARIANTS[0], prefetch_b=65).validate()
-
-
-@pytest.mark.parametrize("plan", PREFETCH_VARIANTS, ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-{p.multicast}")
-def test_prefetch_variant_compiles_and_prefetches(plan: GemmPlan, tmp_path):
-    plan.validate()
-    assert plan.defines()["PYDG_PREFETCH_B"] == str(plan.prefetch_b)
-    compiled = compile_cubin(source.sources()[source.ENTRY], source.ENTRY, source.options(plan))
-    assert compiled.ptxas.spill_stores == 0 and compiled.ptxas.stack_frame == 0, compiled.log
-    assert "C7514" not in compiled.log, compiled.log
-    path = tmp_path / "k.cubin"
-    path.write_bytes(compiled.cubin)
-    sass = _sass(path)
-    if sass is None:
-        pytest.skip("cuobjdump not installed (pip install nvidia-cuda-cuobjdump)")
-    assert "UTMAPF" in sass  # the L2 prefetch of a tensor-map box
-
-
 def _sass(cubin_path) -> str | None:
     tool = shutil.which("cuobjdump")
     if tool is None:

@@ -68,8 +68,7 @@ struct Scales {
 constexpr uint32_t kOverlapChunk = 4;
 
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kShapeN,
-          uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM, bool kOverlapPromotion,
-          uint32_t kPrefetchB>
+          uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM, bool kOverlapPromotion>
 DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma_sa, const TmaMap& tma_d,
                      const float* __restrict__ scales_b, uint8_t* d_ptr, const int* grouping, uint32_t shape_m,
                      uint32_t num_groups, uint32_t band) {
@@ -150,16 +149,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 // B's scale rows of the tile's columns (a tile spans up to three 128-row blocks).
                 const uint32_t sb_row = tile.n_block * kBlockN / 128;
                 const float* sb_group = scales_b + static_cast<uint64_t>(group_b) * kNumSbRows * kNumKBlocks;
-                // kPrefetchB: B's k-blocks up to kPrefetchB past those the ring holds are pulled into
-                // L2 ahead of their TMA loads. A ring of shared-memory stages bounds the bytes in
-                // flight per SM; shapes that stream B (small M) are short of them, L2 is not.
-                const bool prefetches = kPrefetchB > 0 && (!kMulticastB || cta_rank == 0);
-                if (prefetches)
-                    for (uint32_t kb = kNumStages; kb < min(kNumStages + kPrefetchB, kNumKBlocks); ++kb)
-                        tma_prefetch_l2_3d(&tma_b, kb * kBlockK, n_row, group_b);
                 for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
-                    if (prefetches && kb + kNumStages + kPrefetchB < kNumKBlocks)
-                        tma_prefetch_l2_3d(&tma_b, (kb + kNumStages + kPrefetchB) * kBlockK, n_row, group_b);
                     mbar_wait(&empty[stage], phase ^ 1);
                     uint64_t* bar = &full[stage];
                     mbar_arrive_expect_tx(bar, Layout::kStageBytes);

@@ -12,9 +12,6 @@ MODES = ("dense", "contiguous", "masked")
 BLOCK_MS = (64, 128, 256)
 # Overlapped promotion holds three accumulator fragments of block_n / 2 floats per thread.
 OVERLAP_MAX_BLOCK_N = 128
-# L2 prefetch distance of B, in k-blocks past the ring (a narrow tile's k-block is a few KB; 64 of
-# them on 132 SMs stay well inside the 50 MB L2).
-MAX_PREFETCH_B = 64
 # A contiguous-layout block of rows must belong to one expert: no taller than the segment alignment.
 CONTIGUOUS_BLOCK_M_LIMIT = CONTIGUOUS_M_ALIGNMENT
 MODE_IDS = {"dense": 0, "contiguous": 1, "masked": 2}
@@ -41,9 +38,6 @@ class GemmPlan:
     (block_m <= 128, block_n <= OVERLAP_MAX_BLOCK_N). Timed against the one-accumulator loop on the
     H100 in one process (scripts/plan_sweep.py --plain): 0-3% faster on tiles 64 or more wide,
     within +-1.5% on narrower ones.
-    prefetch_b: the producer pulls B's k-blocks up to this many past the ring's stages into L2
-    ahead of their TMA loads (0: off). Experimental: the heuristic leaves it at 0 until it is timed
-    on a GPU (scripts/plan_sweep.py --prefetch D).
     """
 
     mode: str
@@ -62,7 +56,6 @@ class GemmPlan:
     expected_m: int
     block_k: int = field(default=BLOCK_K)
     overlap_promotion: bool = False
-    prefetch_b: int = 0
 
     @property
     def num_math_groups(self) -> int:
@@ -138,7 +131,6 @@ class GemmPlan:
             "PYDG_MULTICAST": {"none": "0", "a": "1", "b": "2"}[self.multicast],
             "PYDG_INNER_IS_M": "true" if self.inner_axis == "m" else "false",
             "PYDG_OVERLAP_PROMOTION": "true" if self.overlap_promotion else "false",
-            "PYDG_PREFETCH_B": str(self.prefetch_b),
         }
 
     def summary(self) -> str:
@@ -146,8 +138,7 @@ class GemmPlan:
         return (f"{self.mode} block {self.block_m}x{self.block_n}x{self.block_k}, {self.num_stages} stages, "
                 f"{cluster}, {self.num_sms} SMs, {self.num_tiles} tiles ({self.waves:.2f} waves), "
                 f"raster {self.inner_axis}-inner band {self.band}, {self.smem_bytes} B smem"
-                + (", overlapped promotion" if self.overlap_promotion else "")
-                + (f", B prefetched {self.prefetch_b} k-blocks past the ring" if self.prefetch_b else ""))
+                + (", overlapped promotion" if self.overlap_promotion else ""))
 
     def validate(self) -> None:
         """Internal consistency; heuristics only emit plans that pass (tests check every one)."""
@@ -177,7 +168,5 @@ class GemmPlan:
             problems.append("multicast without a cluster")
         if self.overlap_promotion and not self.allows_overlap:
             problems.append(f"overlapped promotion needs block_m <= 128 and block_n <= {OVERLAP_MAX_BLOCK_N}")
-        if not 0 <= self.prefetch_b <= MAX_PREFETCH_B:
-            problems.append(f"prefetch_b {self.prefetch_b} outside 0..{MAX_PREFETCH_B}")
         if problems:
             raise ValueError("invalid plan: " + "; ".join(problems))
