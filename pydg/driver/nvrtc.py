@@ -11,7 +11,8 @@ from cuda.bindings import nvrtc
 from pydg.errors import CudaError, PydgError
 
 ARCH = "sm_90a"
-BASE_OPTIONS = (f"-arch={ARCH}", "-std=c++17", "--ptxas-options=-v")
+# -default-device: lambdas with `auto` parameters (fp8_gemm.cuh dispatches on one) are device code.
+BASE_OPTIONS = (f"-arch={ARCH}", "-std=c++17", "-default-device", "--ptxas-options=-v")
 
 
 class PtxasCheckError(PydgError):

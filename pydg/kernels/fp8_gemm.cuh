@@ -67,6 +67,25 @@ struct Scales {
 // kOverlapPromotion's loop: k-blocks per chunk (the step sequence in fp8_gemm is written for 4).
 constexpr uint32_t kOverlapChunk = 4;
 
+constexpr uint32_t gcd(uint32_t a, uint32_t b) { return b == 0 ? a : gcd(b, a % b); }
+
+template <uint32_t kValue> struct Constant {
+    static constexpr uint32_t value = kValue;
+};
+
+// f(Constant<value>{}) for a runtime value in {kStep, 2 kStep, ..., kLast}: f is compiled once per
+// value, each copy with its value known to the compiler.
+template <uint32_t kStep, uint32_t kLast, uint32_t kValue = kStep, typename F>
+DEVICE void with_constant(uint32_t value, const F& f) {
+    if constexpr (kValue >= kLast) {
+        f(Constant<kLast>{});
+    } else if (value == kValue) {
+        f(Constant<kValue>{});
+    } else {
+        with_constant<kStep, kLast, kValue + kStep>(value, f);
+    }
+}
+
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kShapeN,
           uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM, bool kOverlapPromotion>
 DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma_sa, const TmaMap& tma_d,
@@ -81,9 +100,12 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     constexpr uint32_t kNumNBlocks = (kShapeN + kBlockN - 1) / kBlockN;
     constexpr uint32_t kNumSbRows = (kShapeN + 127) / 128;  // rows of B's scale blocks per group
     constexpr uint32_t kAccum = kBlockN / 2;                 // accumulators per thread per sub-block
-    // How many of B's 128-row scale blocks a tile's columns can span.
-    constexpr bool kOneSbPerTile = 128 % kBlockN == 0;
-    constexpr uint32_t kNumSbPerTile = kOneSbPerTile ? 1 : (kBlockN > 128 ? 3 : 2);
+    // Tiles start at multiples of kBlockN, so at multiples of kSplitStep within B's 128-row scale
+    // blocks; the latest start, 128 - kSplitStep, decides how many blocks a tile can span (a 176-wide
+    // tile three, a 192-wide one two).
+    constexpr uint32_t kSplitStep = gcd(kBlockN, 128);
+    constexpr uint32_t kNumSbPerTile = (128 - kSplitStep + kBlockN + 127) / 128;
+    constexpr uint32_t kLastSplit = kBlockN < 128 ? kBlockN : 128;
     using Layout = SmemLayout<kBlockM, kBlockN, kNumStages>;
     using Out = OutputTile<kBlockM, kBlockN>;
     using Wgmma = WgmmaFp8<kBlockN>;
@@ -137,7 +159,8 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     if (thread >= kNumMathThreads) {
         // ---------------------------------------------------------------- producer
         registers_decrease<kProducerRegisters>();
-        if (thread == kNumMathThreads) {
+        // One elected lane of the first producer warp (see elect_one).
+        if (__shfl_sync(0xffffffff, warp, 0) == kNumMathThreads / 32 && elect_one()) {
             uint32_t stage = 0, phase = 0;
             while (scheduler.next(tile)) {
                 if (tile.skip)
@@ -216,9 +239,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             if (tile.skip)
                 continue;
             const uint32_t n_first = tile.n_block * kBlockN;
-            // The tile's columns switch to B's next scale block at sb_split1 (and sb_split2).
-            const uint32_t sb_split1 = 128 - n_first % 128;
-            const uint32_t sb_split2 = sb_split1 + 128;
 
 #pragma unroll
             for (uint32_t s = 0; s < kNumSubBlocks; ++s)
@@ -234,26 +254,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                         mbar_arrive(&empty[released]);
                 } else if (lane < kSharing) {
                     mbar_arrive_cluster(&empty[released], lane);
-                }
-            };
-            // Two-level accumulation: the tensor cores' partial sum over one 128 of K is scaled and
-            // added into FP32 registers, so FP8 products never accumulate across scales.
-            auto promote = [&](const float (&acc)[kAccum], float (&fin)[kAccum], const Scales& sc) {
-                const float s00 = sc.a0 * sc.b0, s10 = sc.a1 * sc.b0;
-                const float s01 = sc.a0 * sc.b1, s11 = sc.a1 * sc.b1;
-                const float s02 = sc.a0 * sc.b2, s12 = sc.a1 * sc.b2;
-#pragma unroll
-                for (uint32_t i = 0; i < kAccum / 4; ++i) {
-                    // 8-column chunk i of the fragment: which of B's scale blocks its columns are in.
-                    const uint32_t col = i * 8;
-                    const bool second = !kOneSbPerTile && col >= sb_split1;
-                    const bool third = kBlockN > 128 && col >= sb_split2;
-                    const float scale0 = third ? s02 : (second ? s01 : s00);
-                    const float scale1 = third ? s12 : (second ? s11 : s10);
-                    fin[i * 4 + 0] += scale0 * acc[i * 4 + 0];
-                    fin[i * 4 + 1] += scale0 * acc[i * 4 + 1];
-                    fin[i * 4 + 2] += scale1 * acc[i * 4 + 2];
-                    fin[i * 4 + 3] += scale1 * acc[i * 4 + 3];
                 }
             };
             // The MMAs of sub-block `s` of stage `at` into `acc` (zeroed by the first), committed as
@@ -278,91 +278,121 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 phase ^= stage == 0;
             };
 
-            if constexpr (kOverlapPromotion) {
-                // The scales of sub-block `s` of stage `at`, read before the stage is released.
-                auto scales = [&](uint32_t at, uint32_t s) {
-                    const float* sa = smem_sa + at * kBlockM + s * kSubRows;
-                    const float* sb = smem_sb + at * Layout::kSbFloats;
-                    return Scales{sa[row0], sa[row1], sb[0], kNumSbPerTile > 1 ? sb[1] : 0.0f,
-                                  kNumSbPerTile > 2 ? sb[2] : 0.0f};
-                };
-                // Two accumulator sets: k-block kb + 1's MMAs are issued before k-block kb is
-                // promoted, so the tensor cores work on through the promotion's FFMAs.
-                auto first = [&](float (&acc)[kAccum]) {
-                    mbar_wait(&full[stage], phase);
-                    issue(acc, stage, 0);
-                };
-                // Promote `cur` (issued, stage `stage`) after issuing the next stage into `nxt`.
-                auto step = [&](float (&cur)[kAccum], float (&nxt)[kAccum]) {
-                    const Scales sc = scales(stage, 0);
-                    const uint32_t current = stage;
-                    next_stage();
-                    mbar_wait(&full[stage], phase);
-                    issue(nxt, stage, 0);
-                    wgmma_wait<1>();  // cur's group is done, nxt's keeps the tensor cores busy
+            // kSplit: the tile's first column in B's next scale block, 128 - n_first % 128 (a multiple
+            // of kSplitStep), or kBlockN if there is none. Each value gets its own copy of the k-loop
+            // with kSplit known to the compiler: a runtime split costs a compare, a select and two
+            // multiplies per 8-column chunk of every promotion, as many instructions as the FFMAs.
+            // (The dispatch needs a generic lambda, so NVRTC runs with -default-device.)
+            with_constant<kSplitStep, kLastSplit>(min(128 - n_first % 128, kBlockN), [&](auto split) {
+                constexpr uint32_t kSplit = decltype(split)::value;
+                // Two-level accumulation: the tensor cores' partial sum over one 128 of K is scaled
+                // and added into FP32 registers, so FP8 products never accumulate across scales.
+                auto promote = [&](const float (&acc)[kAccum], float (&fin)[kAccum], const Scales& sc) {
+                    const float s00 = sc.a0 * sc.b0, s10 = sc.a1 * sc.b0;
+                    const float s01 = sc.a0 * sc.b1, s11 = sc.a1 * sc.b1;
+                    const float s02 = sc.a0 * sc.b2, s12 = sc.a1 * sc.b2;
 #pragma unroll
-                    for (uint32_t i = 0; i < kAccum; ++i)
-                        fence_operand(cur[i]);
-                    release(current);
-                    promote(cur, final_accum[0], sc);
+                    for (uint32_t i = 0; i < kAccum / 4; ++i) {
+                        // 8-column chunk i of the fragment: which of B's scale blocks its columns are in
+                        // (known at compile time: no compare or select per chunk).
+                        const uint32_t col = i * 8;
+                        const bool second = col >= kSplit;
+                        const bool third = col >= kSplit + 128;
+                        const float scale0 = third ? s02 : (second ? s01 : s00);
+                        const float scale1 = third ? s12 : (second ? s11 : s10);
+                        fin[i * 4 + 0] += scale0 * acc[i * 4 + 0];
+                        fin[i * 4 + 1] += scale0 * acc[i * 4 + 1];
+                        fin[i * 4 + 2] += scale1 * acc[i * 4 + 2];
+                        fin[i * 4 + 3] += scale1 * acc[i * 4 + 3];
+                    }
                 };
-                auto last = [&](float (&cur)[kAccum]) {
-                    const Scales sc = scales(stage, 0);
-                    wgmma_wait<0>();
+                if constexpr (kOverlapPromotion) {
+                    // The scales of sub-block `s` of stage `at`, read before the stage is released.
+                    auto scales = [&](uint32_t at, uint32_t s) {
+                        const float* sa = smem_sa + at * kBlockM + s * kSubRows;
+                        const float* sb = smem_sb + at * Layout::kSbFloats;
+                        return Scales{sa[row0], sa[row1], sb[0], kNumSbPerTile > 1 ? sb[1] : 0.0f,
+                                      kNumSbPerTile > 2 ? sb[2] : 0.0f};
+                    };
+                    // Two accumulator sets: k-block kb + 1's MMAs are issued before k-block kb is
+                    // promoted, so the tensor cores work on through the promotion's FFMAs.
+                    auto first = [&](float (&acc)[kAccum]) {
+                        mbar_wait(&full[stage], phase);
+                        issue(acc, stage, 0);
+                    };
+                    // Promote `cur` (issued, stage `stage`) after issuing the next stage into `nxt`.
+                    auto step = [&](float (&cur)[kAccum], float (&nxt)[kAccum]) {
+                        const Scales sc = scales(stage, 0);
+                        const uint32_t current = stage;
+                        next_stage();
+                        mbar_wait(&full[stage], phase);
+                        issue(nxt, stage, 0);
+                        wgmma_wait<1>();  // cur's group is done, nxt's keeps the tensor cores busy
 #pragma unroll
-                    for (uint32_t i = 0; i < kAccum; ++i)
-                        fence_operand(cur[i]);
-                    release(stage);
-                    next_stage();
-                    promote(cur, final_accum[0], sc);
-                };
-                // Chunks of kOverlapChunk k-blocks with nothing in flight at the loop's back edge:
-                // there ptxas cannot tell which group a wait retired, and would serialise every
-                // wgmma of the kernel (warning C7514). One promotion per chunk is not overlapped.
+                        for (uint32_t i = 0; i < kAccum; ++i)
+                            fence_operand(cur[i]);
+                        release(current);
+                        promote(cur, final_accum[0], sc);
+                    };
+                    auto last = [&](float (&cur)[kAccum]) {
+                        const Scales sc = scales(stage, 0);
+                        wgmma_wait<0>();
+#pragma unroll
+                        for (uint32_t i = 0; i < kAccum; ++i)
+                            fence_operand(cur[i]);
+                        release(stage);
+                        next_stage();
+                        promote(cur, final_accum[0], sc);
+                    };
+                    // Chunks of kOverlapChunk k-blocks with nothing in flight at the loop's back edge:
+                    // there ptxas cannot tell which group a wait retired, and would serialise every
+                    // wgmma of the kernel (warning C7514). One promotion per chunk is not overlapped.
 #pragma unroll 1
-                for (uint32_t kb = 0; kb + kOverlapChunk <= kNumKBlocks; kb += kOverlapChunk) {
-                    first(accum);
-                    step(accum, accum_next);
-                    step(accum_next, accum);
-                    step(accum, accum_next);
-                    last(accum_next);
-                }
-                constexpr uint32_t kTail = kNumKBlocks % kOverlapChunk;
-                if constexpr (kTail > 0) {
-                    first(accum);
-                    if constexpr (kTail == 1) {
-                        last(accum);
-                    } else if constexpr (kTail == 2) {
-                        step(accum, accum_next);
-                        last(accum_next);
-                    } else {
+                    for (uint32_t kb = 0; kb + kOverlapChunk <= kNumKBlocks; kb += kOverlapChunk) {
+                        first(accum);
                         step(accum, accum_next);
                         step(accum_next, accum);
-                        last(accum);
+                        step(accum, accum_next);
+                        last(accum_next);
                     }
-                }
-            } else {
-                for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
-                    mbar_wait(&full[stage], phase);
-                    const float* sb = smem_sb + stage * Layout::kSbFloats;
-                    const float b_scale0 = sb[0];
-                    const float b_scale1 = kNumSbPerTile > 1 ? sb[1] : 0.0f;
-                    const float b_scale2 = kNumSbPerTile > 2 ? sb[2] : 0.0f;
+                    constexpr uint32_t kTail = kNumKBlocks % kOverlapChunk;
+                    if constexpr (kTail > 0) {
+                        first(accum);
+                        if constexpr (kTail == 1) {
+                            last(accum);
+                        } else if constexpr (kTail == 2) {
+                            step(accum, accum_next);
+                            last(accum_next);
+                        } else {
+                            step(accum, accum_next);
+                            step(accum_next, accum);
+                            last(accum);
+                        }
+                    }
+                } else {
+                    for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
+                        mbar_wait(&full[stage], phase);
+                        const float* sb = smem_sb + stage * Layout::kSbFloats;
+                        const float b_scale0 = sb[0];
+                        const float b_scale1 = kNumSbPerTile > 1 ? sb[1] : 0.0f;
+                        const float b_scale2 = kNumSbPerTile > 2 ? sb[2] : 0.0f;
 
 #pragma unroll
-                    for (uint32_t s = 0; s < kNumSubBlocks; ++s) {
-                        const float a_scale0 = smem_sa[stage * kBlockM + s * kSubRows + row0];
-                        const float a_scale1 = smem_sa[stage * kBlockM + s * kSubRows + row1];
-                        issue(accum, stage, s);
-                        wgmma_wait<0>();
+                        for (uint32_t s = 0; s < kNumSubBlocks; ++s) {
+                            const float a_scale0 = smem_sa[stage * kBlockM + s * kSubRows + row0];
+                            const float a_scale1 = smem_sa[stage * kBlockM + s * kSubRows + row1];
+                            issue(accum, stage, s);
+                            wgmma_wait<0>();
 
-                        if (s + 1 == kNumSubBlocks)
-                            release(stage);
-                        promote(accum, final_accum[s], Scales{a_scale0, a_scale1, b_scale0, b_scale1, b_scale2});
+                            if (s + 1 == kNumSubBlocks)
+                                release(stage);
+                            const Scales sc{a_scale0, a_scale1, b_scale0, b_scale1, b_scale2};
+                            promote(accum, final_accum[s], sc);
+                        }
+                        next_stage();
                     }
-                    next_stage();
                 }
-            }
+            });
 
             // ------------------------------------------------------------ epilogue
             // The previous tile's store may still be reading smem_d.

@@ -22,6 +22,15 @@ DEVICE uint32_t cluster_cta_rank() {
     return rank;
 }
 
+// True in one lane of the converged warp. Code under it is known to run in a single lane, so its
+// operands can stay in uniform registers: TMA issued from a plain `thread == x` branch gets a
+// loop around each instruction that moves one lane's operands at a time into uniform registers.
+DEVICE bool elect_one() {
+    uint32_t elected;
+    asm volatile("{\n.reg .pred p;\nelect.sync _|p, 0xffffffff;\nselp.u32 %0, 1, 0, p;\n}" : "=r"(elected));
+    return elected != 0;
+}
+
 DEVICE uint32_t smem_addr(const void* ptr) {
     uint64_t addr;
     asm("cvta.to.shared.u64 %0, %1;" : "=l"(addr) : "l"(ptr));

@@ -1,0 +1,47 @@
+"""Every tile width the heuristic can choose, on an sm_90 GPU. A tile's columns pass into B's next
+128-row scale block at a column that depends on where the tile starts, and the kernel compiles one
+copy of its k-loop per crossing point (fp8_gemm.cuh, kSplit): N spans eight tiles and a partial one,
+so that every start offset modulo 128 occurs, and B's scale blocks differ by powers of two, so that
+a column promoted with a neighbouring block's scale is far outside the accuracy limit."""
+from dataclasses import replace
+
+import pytest
+
+import pydg
+from pydg.scheduler.heuristics import BLOCK_NS, candidate_plans
+from gpu_util import DIFF_LIMIT, calc_diff, dequantize, launch_plan, nan_like, quantized_pair, torch_module
+
+pytestmark = pytest.mark.gpu
+
+M, K = 300, 640  # M ends inside a block; K: the overlapped loop's chunk of four k-blocks and a tail of one
+
+
+def _b_with_distinct_block_scales(torch, n: int):
+    x = torch.randn(n, K, device="cuda", dtype=torch.float32)
+    x = x * torch.exp2((torch.arange(n, device="cuda") // 128 % 5 - 2).float()).unsqueeze(1)
+    b, sb = pydg.per_block_cast_to_fp8(x)
+    ratios = sb[1:, 0] / sb[:-1, 0]
+    assert bool(((ratios > 1.5) | (ratios < 1 / 1.5)).all())  # neighbouring blocks are told apart
+    return b, sb
+
+
+@pytest.mark.parametrize("block_n", BLOCK_NS)
+def test_every_tile_of_this_width(block_n):
+    torch = torch_module()
+    n = 8 * block_n + 16
+    plans = {}
+    for plan in candidate_plans("dense", M, n, K, 1, pydg.get_num_sms()):
+        if plan.block_n == block_n and plan.cluster_size == 1:
+            plans.setdefault(plan.block_m, plan)
+    # Tiles that overlap promotion by default are run with the one-accumulator loop too.
+    variants = [*plans.values(), *(replace(p, overlap_promotion=False) for p in plans.values() if p.overlap_promotion)]
+    assert {64, 128} <= set(plans)
+    a, sa = quantized_pair(torch, M, K, per_block=False)
+    b, sb = _b_with_distinct_block_scales(torch, n)
+    reference = dequantize(torch, a, sa, False) @ dequantize(torch, b, sb, True).T
+    for plan in variants:
+        out = nan_like(torch, (M, n))
+        launch_plan(torch, plan, (a, sa, b, sb, out))
+        torch.cuda.synchronize()
+        assert not out.isnan().any(), plan.summary()
+        assert calc_diff(torch, out, reference) <= DIFF_LIMIT, plan.summary()
