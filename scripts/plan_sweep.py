@@ -73,7 +73,10 @@ def sweep(spec: str, every=False, plain=False):
     plans = sorted(candidate_plans(mode, m, n, k, groups, 132, expected_m=expected), key=estimate_seconds)
     plans = plans if every else plans[:10]
     single = replace(chosen, cluster_size=1, multicast="none", inner_axis="n")
-    plans = [chosen, single, replace(chosen, cluster_size=2, multicast="none")] + plans
+    # The chosen tile alone and in each kind of pair (those the shape does not allow are skipped).
+    pairs = [replace(chosen, cluster_size=2, multicast=cast, inner_axis=inner, num_sms=chosen.num_sms + chosen.num_sms % 2)
+             for cast, inner in (("none", "n"), ("a", "n"), ("b", "m"))]
+    plans = [chosen, single, *pairs] + plans
     if plain:
         plans += [replace(plan, overlap_promotion=False) for plan in plans if plan.overlap_promotion]
     results = []
