@@ -18,10 +18,11 @@ M, K = 300, 640  # M ends inside a block; K: the overlapped loop's chunk of four
 
 def _b_with_distinct_block_scales(torch, n: int):
     x = torch.randn(n, K, device="cuda", dtype=torch.float32)
-    x = x * torch.exp2((torch.arange(n, device="cuda") // 128 % 5 - 2).float()).unsqueeze(1)
+    # Blocks 4x apart in magnitude (a block's amax varies by less than 1.5x between random draws).
+    x = x * torch.exp2(2.0 * (torch.arange(n, device="cuda") // 128 % 3) - 2).unsqueeze(1)
     b, sb = pydg.per_block_cast_to_fp8(x)
     ratios = sb[1:, 0] / sb[:-1, 0]
-    assert bool(((ratios > 1.5) | (ratios < 1 / 1.5)).all())  # neighbouring blocks are told apart
+    assert bool(((ratios > 2) | (ratios < 1 / 2)).all())  # neighbouring blocks are told apart
     return b, sb
 
 

@@ -22,8 +22,13 @@ EPILOGUE_S_PER_BYTE = 20e-12   # the part of the output's staging that the next 
 # Tensor-core efficiency by tile height: one math warpgroup (64 rows) has no second warpgroup to
 # overlap its promotion with; two (128 rows) do; 256 rows also halve the shared-memory reads of B.
 BLOCK_M_EFFICIENCY = {64: 0.70, 128: 0.885, 256: 1.0}
-STRADDLE_EFFICIENCY = 0.9      # a tile across two of B's 128-row scale blocks selects scales per column
-UNSWIZZLED_EFFICIENCY = 0.9    # widths not a multiple of 64: row-major output staging, odd wgmma N
+# Widths that do not divide 128 (their tiles straddle B's 128-row scale blocks). Since the split
+# became a compile-time constant (one k-loop copy per start offset) the scale selection is free; what
+# is left is fitted to the 2026-11-23 sweeps: 128x176 beats 128x192 on 4096x2112x7168 (101 vs 106 us,
+# three waves each), while contiguous 4x8192x4096x7168 keeps 128x128 pairs (1492 us) ahead of
+# 160-192 wide ones (1552-1692 us).
+STRADDLE_EFFICIENCY = 0.93
+UNSWIZZLED_EFFICIENCY = 0.97   # widths not a multiple of 64: row-major output staging, odd wgmma N
 
 BLOCK_NS = tuple(range(16, 193, 16))
 # Each math thread holds two accumulators of block_n / 2 floats (wgmma's and the promoted FP32 sum);
