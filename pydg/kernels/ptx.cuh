@@ -31,10 +31,10 @@ DEVICE bool elect_one() {
     return elected != 0;
 }
 
+// The intrinsic rather than cvta in asm: the compiler then sees through it and keeps shared-memory
+// address arithmetic in 32 bits (a quarter fewer instructions in the TMA producer's loop).
 DEVICE uint32_t smem_addr(const void* ptr) {
-    uint64_t addr;
-    asm("cvta.to.shared.u64 %0, %1;" : "=l"(addr) : "l"(ptr));
-    return static_cast<uint32_t>(addr);
+    return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
 }
 
 // ---- synchronisation ------------------------------------------------------------------------
