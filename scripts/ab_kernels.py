@@ -1,0 +1,82 @@
+"""Times the package's kernel sources against an edited copy, on the same plans, in one process
+(CUDA events around one launch, L2 flushed; each pair alternates so that clock drift hits both):
+how a kernel change is measured before it lands.
+usage: python scripts/ab_kernels.py DIR SHAPE [SHAPE ...]
+DIR: a folder holding the edited .cu/.cuh files (a copy of pydg/kernels with the change);
+SHAPE: as in scripts/plan_sweep.py (M,N,K, contiguous:G,M,N,K or masked:G,M,N,K); the heuristic's
+plan of each shape runs from both sources. Each output is compared with pydg's own call (same bits
+expected unless the change alters the arithmetic)."""
+import pathlib
+import sys
+
+import torch
+
+from pydg.arrays import array_info
+from pydg.kernels import source
+from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
+from pydg.scheduler.heuristics import choose_plan
+
+from plan_sweep import FLUSH, problem  # noqa: E402  (scripts/ is on sys.path when run as a script)
+
+sys.path.insert(0, "tests")
+from gpu_util import calc_diff  # noqa: E402
+
+PACKAGE_DIR = source.KERNEL_DIR
+
+
+def use_sources(folder: pathlib.Path) -> None:
+    """Point the compiler at another kernel folder (the cache key hashes the text, so the two
+    sources never share a cached cubin)."""
+    source.KERNEL_DIR = folder
+    source.sources.cache_clear()
+
+
+def launcher(folder: pathlib.Path, plan, ops) -> GemmLauncher:
+    use_sources(folder)
+    try:
+        return GemmLauncher(plan, ops, 0)
+    finally:
+        use_sources(PACKAGE_DIR)
+
+
+def event_us(fn) -> float:
+    FLUSH.zero_()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) * 1e3
+
+
+def compare(folder: pathlib.Path, spec: str, iters: int = 30) -> None:
+    mode, (m, n, k, groups, expected), arrays, call = problem(spec)
+    out = arrays[4]
+    call()
+    reference = out.clone()
+    names = ("a", "sa", "b", "sb", "out", "grouping")
+    ops = GemmOperands(*(array_info(x, name) for x, name in zip(arrays, names)))
+    pointers = tuple(x.data_ptr() for x in arrays) + ((0,) if len(arrays) == 5 else ())
+    stream = torch.cuda.current_stream().cuda_stream
+    plan = choose_plan(mode, m, n, k, groups, torch.cuda.get_device_properties(0).multi_processor_count,
+                       expected_m=expected)
+    pair = {"package": launcher(PACKAGE_DIR, plan, ops), "edited": launcher(folder, plan, ops)}
+    times = {name: [] for name in pair}
+    for name, run in pair.items():
+        out.fill_(float("nan"))
+        run(pointers, stream)
+        torch.cuda.synchronize()
+        same = torch.equal(out.nan_to_num(), reference.nan_to_num()) and torch.equal(out.isnan(), reference.isnan())
+        print(f"{spec} {name}: diff-vs-call {calc_diff(torch, out, reference):.2g}, same bits: {same}")
+    for _ in range(iters):
+        for name, run in pair.items():
+            times[name].append(event_us(lambda: run(pointers, stream)))
+    median = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    print(f"{spec}: package {median['package']:.1f} us, edited {median['edited']:.1f} us "
+          f"({median['package'] / median['edited']:.3f}x) | {plan.summary()}", flush=True)
+
+
+if __name__ == "__main__":
+    folder = pathlib.Path(sys.argv[1]).resolve()
+    for spec in sys.argv[2:]:
+        compare(folder, spec)
