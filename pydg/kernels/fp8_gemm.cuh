@@ -69,6 +69,13 @@ constexpr uint32_t kOverlapChunk = 4;
 
 constexpr uint32_t gcd(uint32_t a, uint32_t b) { return b == 0 ? a : gcd(b, a % b); }
 
+// The ring's next stage; the parity of the barrier phase to wait for flips each time it wraps.
+template <uint32_t kNumStages>
+DEVICE void advance_stage(uint32_t& stage, uint32_t& phase) {
+    stage = stage + 1 == kNumStages ? 0 : stage + 1;
+    phase ^= stage == 0;
+}
+
 template <uint32_t kValue> struct Constant {
     static constexpr uint32_t value = kValue;
 };
@@ -201,8 +208,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     for (uint32_t j = 0; j < kNumSbPerTile; ++j)
                         async_copy_4(sb_dst + j, sb_group + min(sb_row + j, kNumSbRows - 1) * kNumKBlocks + kb);
                     async_copy_arrive(bar);
-                    stage = stage + 1 == kNumStages ? 0 : stage + 1;
-                    phase ^= stage == 0;
+                    advance_stage<kNumStages>(stage, phase);
                 }
             }
             // The peer CTA's math warps arrive on this CTA's empty barriers: wait until the last
@@ -211,8 +217,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             if (kSharing > 1) {
                 for (uint32_t s = 0; s < kNumStages; ++s) {
                     mbar_wait(&empty[stage], phase ^ 1);
-                    stage = stage + 1 == kNumStages ? 0 : stage + 1;
-                    phase ^= stage == 0;
+                    advance_stage<kNumStages>(stage, phase);
                 }
             }
         }
@@ -273,10 +278,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 for (uint32_t i = 0; i < kAccum; ++i)
                     fence_operand(acc[i]);
             };
-            auto next_stage = [&]() {
-                stage = stage + 1 == kNumStages ? 0 : stage + 1;
-                phase ^= stage == 0;
-            };
 
             // kSplit: the tile's first column in B's next scale block, 128 - n_first % 128 (a multiple
             // of kSplitStep), or kBlockN if there is none. Each value gets its own copy of the k-loop
@@ -324,7 +325,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     auto step = [&](float (&cur)[kAccum], float (&nxt)[kAccum]) {
                         const Scales sc = scales(stage, 0);
                         const uint32_t current = stage;
-                        next_stage();
+                        advance_stage<kNumStages>(stage, phase);
                         mbar_wait(&full[stage], phase);
                         issue(nxt, stage, 0);
                         wgmma_wait<1>();  // cur's group is done, nxt's keeps the tensor cores busy
@@ -341,7 +342,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                         for (uint32_t i = 0; i < kAccum; ++i)
                             fence_operand(cur[i]);
                         release(stage);
-                        next_stage();
+                        advance_stage<kNumStages>(stage, phase);
                         promote(cur, final_accum[0], sc);
                     };
                     // Chunks of kOverlapChunk k-blocks with nothing in flight at the loop's back edge:
@@ -389,7 +390,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                             const Scales sc{a_scale0, a_scale1, b_scale0, b_scale1, b_scale2};
                             promote(accum, final_accum[s], sc);
                         }
-                        next_stage();
+                        advance_stage<kNumStages>(stage, phase);
                     }
                 }
             });
