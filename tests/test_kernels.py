@@ -1,4 +1,5 @@
 """Every kernel variant the heuristics can choose compiles with NVRTC alone, without spills."""
+import math
 import re
 import shutil
 import subprocess
@@ -130,6 +131,31 @@ def test_sass_uses_tensor_cores_and_tma(plan, tmp_path):
     assert re.search(r"\bQGMMA\b", sass)
     assert "UTMALDG" in sass and "UTMASTG" in sass
     assert not re.search(r"\b(LDL|STL)\b", sass)
+
+
+# Tiles whose columns can straddle two or three of B's 128-row scale blocks, in both loops.
+STRADDLING = [next(p for p in candidate_plans("dense", 4096, 7168, 2048, 1, 132)
+                   if (p.block_m, p.block_n, p.cluster_size) == (bm, bn, 1))
+              for bm, bn in ((128, 176), (128, 192), (64, 112), (256, 112))]
+
+
+@pytest.mark.parametrize("plan", STRADDLING, ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}")
+def test_sass_selects_scales_at_compile_time_and_issues_tma_from_one_lane(plan, tmp_path):
+    """One k-loop copy per split column (fp8_gemm.cuh, with_constant), so no scale select (FSEL) is
+    left in the promotion; the producer's elected lane needs no per-lane loop (BRA.U.ANY) around TMA."""
+    compiled = compile_cubin(source.sources()[source.ENTRY], source.ENTRY, source.options(plan))
+    path = tmp_path / "k.cubin"
+    path.write_bytes(compiled.cubin)
+    sass = _sass(path)
+    if sass is None:
+        pytest.skip("cuobjdump not installed (pip install nvidia-cuda-cuobjdump)")
+    assert not re.search(r"\bFSEL\b", sass)
+    assert "BRA.U.ANY" not in sass
+    step = math.gcd(plan.block_n, 128)
+    copies = len({min(128 - offset, plan.block_n) for offset in range(0, 128, step)})
+    sub_blocks = 2 if plan.block_m == 256 else 1
+    k_blocks_per_copy = 4 + plan.num_k_blocks % 4 if plan.overlap_promotion else 1  # the loop bodies
+    assert len(re.findall(r"\bQGMMA\b", sass)) == copies * sub_blocks * k_blocks_per_copy * 4
 
 
 def test_wgmma_header_is_generated_one():
