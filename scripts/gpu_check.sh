@@ -10,8 +10,9 @@
 # profile: ncu (speed of light, warp stalls, compute and memory workload) on pydg's kernel and, with
 # .anchor, DeepGEMM's, for each dense shape given (default 4096,2112,7168 and 64,2112,7168), into
 # $OUT/profile.txt.
-# One device call is 600 s at most: `tests` (about 380 s) and `bench` with .anchor (about 320 s for two
-# runs) do not fit together; `tests` + `extras` do, and so do `bench` + `sweep`.
+# One device call is 600 s at most: `tests` (about 430 s) and `bench --what dense,grouped` with .anchor
+# (about 300 s, DeepGEMM's build included) do not fit together; `bench` + `sweep` do, `tests` + `extras`
+# only just (extras last timed at 56b172a).
 # Every log lands in $OUT (default /tmp/out): gpu.txt, env.txt, dg_build.log (if DeepGEMM was built),
 # tests.log, bench.log, bench.json, bench.png — at most 7 files, no folders, within what a device call
 # returns (8 files).
