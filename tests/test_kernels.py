@@ -81,14 +81,15 @@ def test_overlap_variant_compiles_without_spills_or_serialisation(plan: GemmPlan
 
 def test_plans_overlap_promotion_exactly_where_the_tile_allows_it():
     for plan in VARIANTS:
-        assert plan.overlap_promotion == (plan.block_m <= 128 and plan.block_n <= 128), plan.summary()
+        assert plan.overlap_promotion == (plan.block_m <= 128 and 128 % plan.block_n == 0), plan.summary()
     wide = choose_plan("dense", 4096, 7168, 16384, 1, 132)
     assert wide.block_m == 256 and not wide.overlap_promotion
     assert wide.defines()["PYDG_OVERLAP_PROMOTION"] == "false"
     narrow = choose_plan("dense", 128, 4096, 7168, 1, 132)
     assert narrow.overlap_promotion and narrow.defines()["PYDG_OVERLAP_PROMOTION"] == "true"
-    with pytest.raises(ValueError, match="overlapped promotion"):
-        GemmPlan(**{**narrow.__dict__, "block_n": 192}).validate()
+    for width in (112, 192):  # a straddling width, and one too wide for three accumulator sets
+        with pytest.raises(ValueError, match="overlapped promotion"):
+            GemmPlan(**{**narrow.__dict__, "block_n": width}).validate()
     with pytest.raises(ValueError, match="overlapped promotion"):
         GemmPlan(**{**wide.__dict__, "overlap_promotion": True}).validate()
 

@@ -14,8 +14,8 @@ from test_grouped_gpu import _check_masked, _contiguous_inputs, _masked_inputs
 pytestmark = pytest.mark.gpu
 
 
-# K = 128 .. 1024 covers chunk-free runs and each tail; 7168 is the DeepSeek size. N = 112 is
-# unaligned to B's 128-row scale blocks, so a tile's columns straddle two of them.
+# K = 128 .. 1024 covers chunk-free runs and each tail; 7168 is the DeepSeek size. N = 112 * 9 is
+# unaligned to B's 128-row scale blocks (a straddling tile width there runs the one-accumulator loop).
 @pytest.mark.parametrize("m,n,k", [(64, 256, 128), (64, 7168, 384), (128, 4096, 640), (200, 7168, 768),
                                    (300, 112 * 9, 896), (1000, 4096, 1024), (64, 2112, 7168),
                                    (777, 1536, 7168)])

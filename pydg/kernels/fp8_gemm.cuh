@@ -120,6 +120,8 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "block_n");
     static_assert(kClusterSize == 1 || kClusterSize == 2, "cluster size");
     static_assert(!kOverlapPromotion || kNumSubBlocks == 1, "overlapped promotion: one sub-block per warpgroup");
+    // Straddling widths would compile one overlapped loop per split column: slow to compile (plan.py).
+    static_assert(!kOverlapPromotion || 128 % kBlockN == 0, "overlapped promotion: block_n divides 128");
     // It holds a stage while it waits for the next one, and its loop body is written for chunks of 4.
     static_assert(!kOverlapPromotion || (kNumStages >= 2 && kOverlapChunk == 4), "overlapped promotion");
     // kMulticast: 0 = each CTA loads its own operands, 1 = the pair shares A, 2 = the pair shares B.

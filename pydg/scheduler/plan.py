@@ -35,7 +35,7 @@ class GemmPlan:
     scheduler.cuh); a pair is two consecutive tiles, which share the outer axis' block.
     overlap_promotion: each warpgroup issues the next 128 of K's wgmma before it promotes the
     current one, into a second accumulator set. The heuristic sets it wherever the tile allows it
-    (block_m <= 128, block_n <= OVERLAP_MAX_BLOCK_N). Timed against the one-accumulator loop on the
+    (block_m <= 128, block_n a divisor of 128). Timed against the one-accumulator loop on the
     H100 in one process (scripts/plan_sweep.py --plain): 0-3% faster on tiles 64 or more wide,
     within +-1.5% on narrower ones.
     """
@@ -64,9 +64,12 @@ class GemmPlan:
 
     @property
     def allows_overlap(self) -> bool:
-        """Whether overlapped promotion fits: one 64-row sub-block per warpgroup (block_m <= 128) and
-        registers for three accumulator fragments (block_n <= OVERLAP_MAX_BLOCK_N)."""
-        return self.block_m <= 128 and self.block_n <= OVERLAP_MAX_BLOCK_N
+        """Whether overlapped promotion fits: one 64-row sub-block per warpgroup (block_m <= 128),
+        registers for three accumulator fragments (block_n <= OVERLAP_MAX_BLOCK_N), and a width that
+        divides 128. Wider-than-a-divisor tiles straddle B's scale blocks and get one copy of their
+        k-loop per split column: copies of the overlapped loop took up to 4.4 s each to compile (64x112,
+        2-core machine), past the 3 s a kernel may take, where the one-accumulator loop's take 0.7 s."""
+        return self.block_m <= 128 and self.block_n <= OVERLAP_MAX_BLOCK_N and 128 % self.block_n == 0
 
     @property
     def swizzled_output(self) -> bool:
@@ -167,6 +170,6 @@ class GemmPlan:
         elif self.multicast != "none":
             problems.append("multicast without a cluster")
         if self.overlap_promotion and not self.allows_overlap:
-            problems.append(f"overlapped promotion needs block_m <= 128 and block_n <= {OVERLAP_MAX_BLOCK_N}")
+            problems.append("overlapped promotion needs block_m <= 128 and a block_n that divides 128")
         if problems:
             raise ValueError("invalid plan: " + "; ".join(problems))
