@@ -11,12 +11,11 @@ import sys
 
 import torch
 
-from pydg.arrays import array_info
 from pydg.kernels import source
-from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
+from pydg.kernels.fp8_gemm import GemmLauncher
 from pydg.scheduler.heuristics import choose_plan
 
-from plan_sweep import FLUSH, problem  # noqa: E402  (scripts/ is on sys.path when run as a script)
+from plan_sweep import FLUSH, launch_inputs, problem  # noqa: E402  (scripts/ is on sys.path when run as a script)
 
 sys.path.insert(0, "tests")
 from gpu_util import calc_diff  # noqa: E402
@@ -54,10 +53,7 @@ def compare(folder: pathlib.Path, spec: str, iters: int = 30) -> None:
     out = arrays[4]
     call()
     reference = out.clone()
-    names = ("a", "sa", "b", "sb", "out", "grouping")
-    ops = GemmOperands(*(array_info(x, name) for x, name in zip(arrays, names)))
-    pointers = tuple(x.data_ptr() for x in arrays) + ((0,) if len(arrays) == 5 else ())
-    stream = torch.cuda.current_stream().cuda_stream
+    ops, pointers, stream = launch_inputs(arrays)
     plan = choose_plan(mode, m, n, k, groups, torch.cuda.get_device_properties(0).multi_processor_count,
                        expected_m=expected)
     pair = {"package": launcher(PACKAGE_DIR, plan, ops), "edited": launcher(folder, plan, ops)}

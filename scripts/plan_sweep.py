@@ -60,15 +60,20 @@ def problem(spec: str):
     return mode, (m, n, k, groups, m), (a, sa, b, sb, out, grouping), call
 
 
+def launch_inputs(arrays):
+    """(operands, pointers, stream) with which a GemmLauncher runs on `arrays` (a, sa, b, sb, out[, grouping])."""
+    names = ("a", "sa", "b", "sb", "out", "grouping")
+    ops = GemmOperands(*(array_info(x, name) for x, name in zip(arrays, names)))
+    pointers = tuple(x.data_ptr() for x in arrays) + ((0,) if len(arrays) == 5 else ())
+    return ops, pointers, torch.cuda.current_stream().cuda_stream
+
+
 def sweep(spec: str, every=False, plain=False):
     mode, (m, n, k, groups, expected), arrays, call = problem(spec)
     out = arrays[4]
     call()
     reference = out.clone()
-    names = ("a", "sa", "b", "sb", "out", "grouping")
-    ops = GemmOperands(*(array_info(x, name) for x, name in zip(arrays, names)))
-    pointers = tuple(x.data_ptr() for x in arrays) + ((0,) if len(arrays) == 5 else ())
-    stream = torch.cuda.current_stream().cuda_stream
+    ops, pointers, stream = launch_inputs(arrays)
     chosen = choose_plan(mode, m, n, k, groups, 132, expected_m=expected)
     plans = sorted(candidate_plans(mode, m, n, k, groups, 132, expected_m=expected), key=estimate_seconds)
     plans = plans if every else plans[:10]

@@ -120,15 +120,21 @@ def _sass(cubin_path) -> str | None:
     return subprocess.run([tool, "-sass", str(cubin_path)], capture_output=True, text=True, check=True).stdout
 
 
-@pytest.mark.parametrize("plan", [p for p in VARIANTS if p.block_n in (128, 144)][:4],
-                         ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-{p.multicast}")
-def test_sass_uses_tensor_cores_and_tma(plan, tmp_path):
+def _plan_sass(plan: GemmPlan, tmp_path) -> str:
+    """The plan's kernel disassembled (the test skips where no cuobjdump is installed)."""
     compiled = compile_cubin(source.sources()[source.ENTRY], source.ENTRY, source.options(plan))
     path = tmp_path / "k.cubin"
     path.write_bytes(compiled.cubin)
     sass = _sass(path)
     if sass is None:
         pytest.skip("cuobjdump not installed (pip install nvidia-cuda-cuobjdump)")
+    return sass
+
+
+@pytest.mark.parametrize("plan", [p for p in VARIANTS if p.block_n in (128, 144)][:4],
+                         ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-{p.multicast}")
+def test_sass_uses_tensor_cores_and_tma(plan, tmp_path):
+    sass = _plan_sass(plan, tmp_path)
     assert re.search(r"\bQGMMA\b", sass)
     assert "UTMALDG" in sass and "UTMASTG" in sass
     assert not re.search(r"\b(LDL|STL)\b", sass)
@@ -144,12 +150,7 @@ STRADDLING = [next(p for p in candidate_plans("dense", 4096, 7168, 2048, 1, 132)
 def test_sass_selects_scales_at_compile_time_and_issues_tma_from_one_lane(plan, tmp_path):
     """One k-loop copy per split column (fp8_gemm.cuh, with_constant), so no scale select (FSEL) is
     left in the promotion; the producer's elected lane needs no per-lane loop (BRA.U.ANY) around TMA."""
-    compiled = compile_cubin(source.sources()[source.ENTRY], source.ENTRY, source.options(plan))
-    path = tmp_path / "k.cubin"
-    path.write_bytes(compiled.cubin)
-    sass = _sass(path)
-    if sass is None:
-        pytest.skip("cuobjdump not installed (pip install nvidia-cuda-cuobjdump)")
+    sass = _plan_sass(plan, tmp_path)
     assert not re.search(r"\bFSEL\b", sass)
     assert "BRA.U.ANY" not in sass
     step = math.gcd(plan.block_n, 128)
