@@ -7,7 +7,8 @@
 # cold-start numbers (scripts/cold_start.py) and the timed warm-up of the contract's shapes, cold and warm.
 # sweep: scripts/plan_sweep.py on the shapes where pydg trails DeepGEMM into
 # $OUT/sweep.log (extra arguments replace the default shape list).
-# profile: ncu (speed of light, warp stalls, compute and memory workload) on pydg's kernel and, with
+# profile: ncu (speed of light, warp stalls, compute and memory workload, launch and instruction
+# statistics) on pydg's kernel and, with
 # .anchor, DeepGEMM's, for each dense shape given (default 4096,2112,7168 and 64,2112,7168), into
 # $OUT/profile.txt.
 # One device call is 600 s at most: `tests` (about 430 s) and `bench --what dense,grouped` with .anchor
@@ -90,7 +91,7 @@ if [ "$what" = profile ]; then
       # The first 3 calls of each library compile, load and warm it; the 4th launch is profiled.
       ncu --kernel-name regex:"$kernel" --launch-skip 3 --launch-count 1 \
         --section SpeedOfLight --section WarpStateStats --section ComputeWorkloadAnalysis \
-        --section MemoryWorkloadAnalysis --section SchedulerStats \
+        --section MemoryWorkloadAnalysis --section SchedulerStats --section LaunchStats --section InstructionStats \
         python3 scripts/profile_shape.py "$shape" "${dg[@]}" 2>&1 | grep -v "^==PROF=="
     done
   done > "$OUT/profile.txt" 2>&1
