@@ -109,9 +109,25 @@ def test_small_m_fills_the_machine_with_narrow_tiles():
 @pytest.mark.parametrize("m,n,k", [(64, 2112, 7168), (128, 2112, 7168), (64, 32768, 512), (128, 32768, 512),
                                    (511, 7168, 2048)])
 def test_small_m_runs_without_cluster_pairs(m, n, k):
-    # Measured: single CTAs beat multicast pairs on these shapes (MULTICAST_MIN_ROWS).
-    assert all(p.cluster_size == 1 for p in candidate_plans("dense", m, n, k, 1, 132))
-    assert any(p.cluster_size == 2 for p in candidate_plans("dense", 512, n, k, 1, 132))
+    # Measured: single CTAs beat multicast pairs on these shapes (MULTICAST_MIN_ROWS). Below that many
+    # rows the only pairs considered share B between two row blocks of a tile at least as wide as tall.
+    assert choose_plan("dense", m, n, k, 1, 132).cluster_size == 1
+    for plan in candidate_plans("dense", m, n, k, 1, 132):
+        if plan.cluster_size > 1:
+            assert plan.multicast == "b" and plan.block_n >= plan.block_m and plan.num_m_blocks % 2 == 0
+    assert any(p.multicast == "a" for p in candidate_plans("dense", 512, n, k, 1, 132))
+
+
+@pytest.mark.parametrize("m,n,k,tile,multicast", [
+    (128, 4096, 7168, (64, 64), "b"),      # plan sweep 2026-11-23: 20.1 us against 22.1 without the pair
+    (128, 7168, 16384, (64, 112), "b"),    # 57.0 against 59.6
+    (4096, 4096, 7168, (256, 128), "a"),   # 180.1 against 181.7 (DeepGEMM 2.8 pairs the same way)
+    (4096, 7168, 16384, (256, 128), "a"),  # 695 against 713; sharing B 716
+])
+def test_pairs_where_the_sweeps_found_them_faster(m, n, k, tile, multicast):
+    plan = choose_plan("dense", m, n, k, 1, 132)
+    assert (plan.block_m, plan.block_n) == tile
+    assert plan.cluster_size == 2 and plan.multicast == multicast
 
 
 def test_plan_validation_rejects_illegal_multicast():

@@ -41,8 +41,14 @@ MIN_STAGES = 3
 BAND = 16
 # Cluster pairs below this many rows lost to single CTAs in every plan sweep (2026-11-23: 64 and 128
 # x 2112 x 7168 and x 32768 x 512, by 3-7%): A is a few hot L2 lines that every CTA reads anyway, and
-# a pair advances at the pace of its slower CTA.
+# a pair advances at the pace of its slower CTA. The exception is a pair of row blocks sharing B where
+# B's share of each stage is at least A's: B streams from device memory once for both (128 x 4096 x
+# 7168 at 64x64: 20.1 against 22.1 us; 128 x 7168 x 16384 at 64x112: 57.0 against 59.6 us), while
+# 64x32 tiles lost (128 x 2112 x 7168: 15.2 against 14.5 us).
 MULTICAST_MIN_ROWS = 512
+# Such a small-M pair pays with one wave that leaves a few SMs idle (128 tiles on 132 SMs), not with
+# half of them idle.
+SMALL_M_PAIR_MIN_FILL = 0.9
 
 
 def max_stages(block_m: int, block_n: int, smem_limit: int = MAX_SMEM_BYTES) -> int:
@@ -82,15 +88,19 @@ def estimate_seconds(plan: GemmPlan) -> float:
     return max(tiles_seconds(plan), dram)
 
 
-def _cluster_options(mode: str, rows: int, num_m_blocks: int, num_n_blocks: int, num_tiles: int, num_sms: int):
-    """(cluster_size, multicast, inner_axis) choices that are legal for the shape and can pay."""
+def _cluster_options(plan: GemmPlan, rows: int):
+    """(cluster_size, multicast, inner_axis) choices that are legal for the plan's tile and can pay."""
     yield 1, "none", "n"
-    if num_sms % 2 or num_tiles < num_sms or rows < MULTICAST_MIN_ROWS:
-        return  # pairs only pay when every SM has work, and A is more than a few L2 lines
-    if mode == "dense" and num_m_blocks % 2 == 0:
+    if plan.num_sms % 2:
+        return
+    pairs_b = plan.mode == "dense" and plan.num_m_blocks % 2 == 0
+    if rows >= MULTICAST_MIN_ROWS and plan.num_tiles >= plan.num_sms:
+        if pairs_b:
+            yield 2, "b", "m"
+        if plan.num_n_blocks % 2 == 0:
+            yield 2, "a", "n"
+    elif pairs_b and plan.block_n >= plan.block_m and plan.num_tiles >= SMALL_M_PAIR_MIN_FILL * plan.num_sms:
         yield 2, "b", "m"
-    if num_n_blocks % 2 == 0:
-        yield 2, "a", "n"
 
 
 def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int,
@@ -111,8 +121,7 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
             base = GemmPlan(mode=mode, m=m, n=n, k=k, num_groups=num_groups, block_m=block_m, block_n=block_n,
                             num_stages=stages, cluster_size=1, multicast="none", inner_axis="n", band=BAND,
                             num_sms=num_sms - num_sms % 2 if num_sms > 1 else 1, expected_m=expected)
-            for cluster_size, multicast, inner in _cluster_options(mode, rows, base.num_m_blocks, base.num_n_blocks,
-                                                                   base.num_tiles, base.num_sms):
+            for cluster_size, multicast, inner in _cluster_options(base, rows):
                 plan = replace(base, cluster_size=cluster_size, multicast=multicast, inner_axis=inner,
                                overlap_promotion=base.allows_overlap)
                 if cluster_size == 1:
@@ -121,10 +130,20 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
                 yield plan
 
 
+def l2_bytes_per_tile(plan: GemmPlan) -> float:
+    """Bytes of A and B one tile reads from L2; the operand a pair multicasts counts half."""
+    k_padded = ceil_div(plan.k, BLOCK_K) * BLOCK_K
+    return k_padded * (plan.block_m * (0.5 if plan.multicast == "a" else 1.0)
+                       + plan.block_n * (0.5 if plan.multicast == "b" else 1.0))
+
+
 def _rank(plan: GemmPlan) -> tuple:
-    # Memory-bound shapes tie on the first term: the shorter tile work then still wins.
+    # Memory-bound shapes tie on the first term: the shorter tile work then still wins. Compute-bound
+    # tiles tie on both; of one tile, the plan that reads less from L2 then wins: multicasting the
+    # larger operand, as the sweeps found (4096 x 7168 x 16384 at 256x128: pairs sharing A 695 us,
+    # sharing B 716, none 713; 4096 x 2112 x 7168 at 128x176: 99.4, 100.5 and 101.4).
     return (round(estimate_seconds(plan) * 1e9), round(tiles_seconds(plan) * 1e9), -plan.block_m * plan.block_n,
-            plan.cluster_size)
+            l2_bytes_per_tile(plan))
 
 
 def fit_grid(plan: GemmPlan) -> GemmPlan:
