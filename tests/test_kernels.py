@@ -156,8 +156,12 @@ def test_sass_selects_scales_at_compile_time_and_issues_tma_from_one_lane(plan, 
     step = math.gcd(plan.block_n, 128)
     copies = len({min(128 - offset, plan.block_n) for offset in range(0, 128, step)})
     sub_blocks = 2 if plan.block_m == 256 else 1
-    # The loop bodies: chunks of 4 and a tail (overlapped), or two k-blocks and a tail (one accumulator).
-    k_blocks_per_copy = 4 + plan.num_k_blocks % 4 if plan.overlap_promotion else 2 + plan.num_k_blocks % 2
+    # The loop bodies: chunks of 4 and a tail (overlapped); one accumulator: two k-blocks and a tail,
+    # or one k-block where the loop has more than 4 copies (its compile time).
+    if plan.overlap_promotion:
+        k_blocks_per_copy = 4 + plan.num_k_blocks % 4
+    else:
+        k_blocks_per_copy = 2 + plan.num_k_blocks % 2 if copies <= 4 else 1
     assert len(re.findall(r"\bQGMMA\b", sass)) == copies * sub_blocks * k_blocks_per_copy * 4
 
 

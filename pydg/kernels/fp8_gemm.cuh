@@ -376,7 +376,10 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     // Two k-blocks per iteration: ptxas then issues the second block's full-barrier
                     // try-wait among the first block's promotion FFMAs instead of after them (H100:
                     // 256x128 tiles 1.2% faster, 128x176 2.7%; scripts/ab_kernels.py, 2026-11-23).
-#pragma unroll 2
+                    // Not where the dispatch above compiles 7 or 8 copies of this loop (widths 112, 144,
+                    // 176): unrolled, they took 2 s to compile on a 2-core machine, 3 s on the lent one's.
+                    constexpr uint32_t kUnroll = kLastSplit / kSplitStep <= 4 ? 2 : 1;
+#pragma unroll kUnroll
                     for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
                         mbar_wait(&full[stage], phase);
                         const float* sb = smem_sb + stage * Layout::kSbFloats;
