@@ -15,7 +15,7 @@ from pydg.kernels import source
 from pydg.kernels.fp8_gemm import GemmLauncher
 from pydg.scheduler.heuristics import choose_plan
 
-from plan_sweep import FLUSH, launch_inputs, problem  # noqa: E402  (scripts/ is on sys.path when run as a script)
+from plan_sweep import event_us, launch_inputs, problem  # noqa: E402  (scripts/ is on sys.path when run as a script)
 
 sys.path.insert(0, "tests")
 from gpu_util import calc_diff  # noqa: E402
@@ -36,16 +36,6 @@ def launcher(folder: pathlib.Path, plan, ops) -> GemmLauncher:
         return GemmLauncher(plan, ops, 0)
     finally:
         use_sources(PACKAGE_DIR)
-
-
-def event_us(fn) -> float:
-    FLUSH.zero_()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) * 1e3
 
 
 def compare(folder: pathlib.Path, spec: str, iters: int = 30) -> None:

@@ -21,17 +21,19 @@ from gpu_util import calc_diff, nan_like, quantized_pair  # noqa: E402
 FLUSH = torch.empty(256 * 1024 * 1024 // 4, dtype=torch.int32, device="cuda")
 
 
+def event_us(fn) -> float:
+    """One call of fn after an L2 flush, timed with CUDA events."""
+    FLUSH.zero_()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) * 1e3
+
+
 def time_us(fn, iters=20):
-    times = []
-    for _ in range(iters):
-        FLUSH.zero_()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    times.sort()
+    times = sorted(event_us(fn) for _ in range(iters))
     return times[len(times) // 2]
 
 

@@ -10,8 +10,6 @@ BLOCK_K = 128            # one scale block of K per pipeline stage
 MAX_SMEM_BYTES = 232448  # Hopper's opt-in shared memory per block (227 KiB)
 MODES = ("dense", "contiguous", "masked")
 BLOCK_MS = (64, 128, 256)
-# Overlapped promotion holds three accumulator fragments of block_n / 2 floats per thread.
-OVERLAP_MAX_BLOCK_N = 128
 # A contiguous-layout block of rows must belong to one expert: no taller than the segment alignment.
 CONTIGUOUS_BLOCK_M_LIMIT = CONTIGUOUS_M_ALIGNMENT
 MODE_IDS = {"dense": 0, "contiguous": 1, "masked": 2}
@@ -64,12 +62,13 @@ class GemmPlan:
 
     @property
     def allows_overlap(self) -> bool:
-        """Whether overlapped promotion fits: one 64-row sub-block per warpgroup (block_m <= 128),
-        registers for three accumulator fragments (block_n <= OVERLAP_MAX_BLOCK_N), and a width that
-        divides 128. Wider-than-a-divisor tiles straddle B's scale blocks and get one copy of their
-        k-loop per split column: copies of the overlapped loop took up to 4.4 s each to compile (64x112,
-        2-core machine), past the 3 s a kernel may take, where the one-accumulator loop's take 0.7 s."""
-        return self.block_m <= 128 and self.block_n <= OVERLAP_MAX_BLOCK_N and 128 % self.block_n == 0
+        """Whether overlapped promotion fits: one 64-row sub-block per warpgroup (block_m <= 128) and
+        a width that divides 128, which also keeps its three accumulator fragments of block_n / 2
+        floats per thread within the registers. Other widths straddle B's scale blocks and get one
+        copy of their k-loop per split column: copies of the overlapped loop took up to 4.4 s each to
+        compile (64x112, 2-core machine), past the 3 s a kernel may take, where the one-accumulator
+        loop's take 0.7 s."""
+        return self.block_m <= 128 and 128 % self.block_n == 0
 
     @property
     def swizzled_output(self) -> bool:
