@@ -19,20 +19,20 @@ constexpr uint32_t kWgmmaK = 32;   // K of one FP8 wgmma
 // (one math group: 128 x 248 + 128 x 40; two: 256 x 232 + 128 x 40; both within 64K).
 constexpr uint32_t kProducerRegisters = 40;
 
-template <uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages>
+template <uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kNumSbFloats>
 struct SmemLayout {
     // Everything TMA writes with 128-byte swizzling must start on a 1024-byte boundary.
     static constexpr uint32_t kDBytes = kBlockM * kBlockN * 2;
     static constexpr uint32_t kABytes = kBlockM * kBlockK;
     static constexpr uint32_t kBBytes = kBlockN * kBlockK;
     static constexpr uint32_t kSaBytes = kBlockM * 4;
-    static constexpr uint32_t kSbFloats = 4;  // B's scales of the (up to 3) scale blocks a tile spans
     static constexpr uint32_t kStageBytes = kABytes + kBBytes + kSaBytes;  // TMA bytes per stage
     static constexpr uint32_t kAOffset = kDBytes;
     static constexpr uint32_t kBOffset = kAOffset + kNumStages * kABytes;
     static constexpr uint32_t kSaOffset = kBOffset + kNumStages * kBBytes;
+    // B's scales of the whole tile (every k-block of the up to 3 scale blocks its columns span).
     static constexpr uint32_t kSbOffset = kSaOffset + kNumStages * kSaBytes;
-    static constexpr uint32_t kBarrierOffset = kSbOffset + kNumStages * kSbFloats * 4;
+    static constexpr uint32_t kBarrierOffset = kSbOffset + (kNumSbFloats * 4 + 15) / 16 * 16;
     static constexpr uint32_t kTotalBytes = kBarrierOffset + 2 * kNumStages * 8;
     static_assert(kDBytes % 1024 == 0 && kABytes % 1024 == 0 && kBBytes % 1024 == 0, "swizzle alignment");
     static_assert(kSaBytes % 128 == 0, "TMA destination alignment");
@@ -94,7 +94,8 @@ DEVICE void with_constant(uint32_t value, const F& f) {
 }
 
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kShapeN,
-          uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM, bool kOverlapPromotion>
+          uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM, bool kOverlapPromotion,
+          uint32_t kSmemBytes>
 DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma_sa, const TmaMap& tma_d,
                      const float* __restrict__ scales_b, uint8_t* d_ptr, const int* grouping, uint32_t shape_m,
                      uint32_t num_groups, uint32_t band) {
@@ -113,12 +114,14 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     constexpr uint32_t kSplitStep = gcd(kBlockN, 128);
     constexpr uint32_t kNumSbPerTile = (128 - kSplitStep + kBlockN + 127) / 128;
     constexpr uint32_t kLastSplit = kBlockN < 128 ? kBlockN : 128;
-    using Layout = SmemLayout<kBlockM, kBlockN, kNumStages>;
+    using Layout = SmemLayout<kBlockM, kBlockN, kNumStages, kNumSbPerTile * kNumKBlocks>;
     using Out = OutputTile<kBlockM, kBlockN>;
     using Wgmma = WgmmaFp8<kBlockN>;
     static_assert(kBlockM == 64 || kBlockM == 128 || kBlockM == 256, "block_m");
     static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "block_n");
     static_assert(kClusterSize == 1 || kClusterSize == 2, "cluster size");
+    // kSmemBytes is what the launch gives (plan.py smem_bytes, which mirrors Layout).
+    static_assert(Layout::kTotalBytes <= kSmemBytes, "the plan's shared memory is smaller than the layout");
     static_assert(!kOverlapPromotion || kNumSubBlocks == 1, "overlapped promotion: one sub-block per warpgroup");
     // Straddling widths would compile one overlapped loop per split column: slow to compile (plan.py).
     static_assert(!kOverlapPromotion || 128 % kBlockN == 0, "overlapped promotion: block_n divides 128");
@@ -148,8 +151,8 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
         tma_prefetch_map(&tma_sa);
         tma_prefetch_map(&tma_d);
         for (uint32_t s = 0; s < kNumStages; ++s) {
-            // Two arrivals: the producer's expect_tx (TMA bytes) and its cp.async of B's scales.
-            mbar_init(&full[s], 2);
+            // One arrival: the producer's expect_tx; the TMA bytes complete the phase.
+            mbar_init(&full[s], 1);
             // One arrival per math warp of each CTA that reads the stage (the peer's too when the
             // stage holds a multicast operand).
             mbar_init(&empty[s], kSharing * kNumMathThreads / 32);
@@ -178,9 +181,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 const int n_row = tile.n_block * kBlockN;
                 const int group_a = kMode == kMasked ? tile.group : 0;
                 const int group_b = kMode == kDense ? 0 : tile.group;
-                // B's scale rows of the tile's columns (a tile spans up to three 128-row blocks).
-                const uint32_t sb_row = tile.n_block * kBlockN / 128;
-                const float* sb_group = scales_b + static_cast<uint64_t>(group_b) * kNumSbRows * kNumKBlocks;
                 for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
                     mbar_wait(&empty[stage], phase ^ 1);
                     uint64_t* bar = &full[stage];
@@ -205,11 +205,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     } else {
                         tma_load_3d(&tma_b, bar, b_dst, k, n_row, group_b);
                     }
-                    float* sb_dst = smem_sb + stage * Layout::kSbFloats;
-#pragma unroll
-                    for (uint32_t j = 0; j < kNumSbPerTile; ++j)
-                        async_copy_4(sb_dst + j, sb_group + min(sb_row + j, kNumSbRows - 1) * kNumKBlocks + kb);
-                    async_copy_arrive(bar);
                     advance_stage<kNumStages>(stage, phase);
                 }
             }
@@ -246,6 +241,23 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             if (tile.skip)
                 continue;
             const uint32_t n_first = tile.n_block * kBlockN;
+
+            // B's scales of the whole tile into shared memory, from the math threads: the k-loop reads
+            // them before it waits for a stage, and the producer's stages carry TMA bytes only (one
+            // arrival completes them). Every math thread has passed the previous tile's epilogue
+            // barrier, so no k-loop still reads the old ones.
+            const uint32_t group_b = kMode == kDense ? 0 : tile.group;
+            const float* sb_tile = scales_b + (static_cast<uint64_t>(group_b) * kNumSbRows + n_first / 128) * kNumKBlocks;
+            const uint32_t sb_rows_left = kNumSbRows - 1 - n_first / 128;  // a tile near N's end spans fewer
+            constexpr uint32_t kNumSb = kNumSbPerTile * kNumKBlocks;
+#pragma unroll
+            for (uint32_t r = 0; r < (kNumSb + kNumMathThreads - 1) / kNumMathThreads; ++r) {
+                const uint32_t i = r * kNumMathThreads + thread;
+                if (i < kNumSb)
+                    smem_sb[i] = sb_tile[min(i / kNumKBlocks, sb_rows_left) * kNumKBlocks + i % kNumKBlocks];
+            }
+            named_barrier_sync(2, kNumMathThreads);
+            auto b_scale = [&](uint32_t j, uint32_t kb) { return smem_sb[j * kNumKBlocks + kb]; };
 
 #pragma unroll
             for (uint32_t s = 0; s < kNumSubBlocks; ++s)
@@ -310,12 +322,14 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     }
                 };
                 if constexpr (kOverlapPromotion) {
-                    // The scales of sub-block `s` of stage `at`, read before the stage is released.
-                    auto scales = [&](uint32_t at, uint32_t s) {
-                        const float* sa = smem_sa + at * kBlockM + s * kSubRows;
-                        const float* sb = smem_sb + at * Layout::kSbFloats;
-                        return Scales{sa[row0], sa[row1], sb[0], kNumSbPerTile > 1 ? sb[1] : 0.0f,
-                                      kNumSbPerTile > 2 ? sb[2] : 0.0f};
+                    // The scales of stage `at` (k-block kb_scale, promoted next), read before the stage
+                    // is released.
+                    uint32_t kb_scale = 0;
+                    auto scales = [&](uint32_t at) {
+                        const float* sa = smem_sa + at * kBlockM;
+                        const uint32_t kb = kb_scale++;
+                        return Scales{sa[row0], sa[row1], b_scale(0, kb), kNumSbPerTile > 1 ? b_scale(1, kb) : 0.0f,
+                                      kNumSbPerTile > 2 ? b_scale(2, kb) : 0.0f};
                     };
                     // Two accumulator sets: k-block kb + 1's MMAs are issued before k-block kb is
                     // promoted, so the tensor cores work on through the promotion's FFMAs.
@@ -325,7 +339,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     };
                     // Promote `cur` (issued, stage `stage`) after issuing the next stage into `nxt`.
                     auto step = [&](float (&cur)[kAccum], float (&nxt)[kAccum]) {
-                        const Scales sc = scales(stage, 0);
+                        const Scales sc = scales(stage);
                         const uint32_t current = stage;
                         advance_stage<kNumStages>(stage, phase);
                         mbar_wait(&full[stage], phase);
@@ -338,7 +352,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                         promote(cur, final_accum[0], sc);
                     };
                     auto last = [&](float (&cur)[kAccum]) {
-                        const Scales sc = scales(stage, 0);
+                        const Scales sc = scales(stage);
                         wgmma_wait<0>();
 #pragma unroll
                         for (uint32_t i = 0; i < kAccum; ++i)
@@ -381,11 +395,12 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     constexpr uint32_t kUnroll = kLastSplit / kSplitStep <= 4 ? 2 : 1;
 #pragma unroll kUnroll
                     for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
+                        // B's scales first: they do not depend on the stage, so their loads are in flight
+                        // while the thread waits for the TMA bytes.
+                        const float b_scale0 = b_scale(0, kb);
+                        const float b_scale1 = kNumSbPerTile > 1 ? b_scale(1, kb) : 0.0f;
+                        const float b_scale2 = kNumSbPerTile > 2 ? b_scale(2, kb) : 0.0f;
                         mbar_wait(&full[stage], phase);
-                        const float* sb = smem_sb + stage * Layout::kSbFloats;
-                        const float b_scale0 = sb[0];
-                        const float b_scale1 = kNumSbPerTile > 1 ? sb[1] : 0.0f;
-                        const float b_scale2 = kNumSbPerTile > 2 ? sb[2] : 0.0f;
 
 #pragma unroll
                         for (uint32_t s = 0; s < kNumSubBlocks; ++s) {

@@ -51,9 +51,9 @@ MULTICAST_MIN_ROWS = 512
 SMALL_M_PAIR_MIN_FILL = 0.9
 
 
-def max_stages(block_m: int, block_n: int, smem_limit: int = MAX_SMEM_BYTES) -> int:
+def max_stages(block_m: int, block_n: int, k: int, smem_limit: int = MAX_SMEM_BYTES) -> int:
     stages = MAX_STAGES
-    while stages > 0 and smem_bytes(block_m, block_n, stages) > smem_limit:
+    while stages > 0 and smem_bytes(block_m, block_n, stages, k) > smem_limit:
         stages -= 1
     return stages
 
@@ -115,7 +115,7 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
         for block_n in BLOCK_NS:
             if block_n > max(16, ceil_div(n, 16) * 16) or block_n > MAX_BLOCK_N[block_m]:
                 continue
-            stages = max_stages(block_m, block_n, smem_limit)
+            stages = max_stages(block_m, block_n, k, smem_limit)
             if stages < MIN_STAGES:
                 continue
             base = GemmPlan(mode=mode, m=m, n=n, k=k, num_groups=num_groups, block_m=block_m, block_n=block_n,

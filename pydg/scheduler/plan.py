@@ -1,6 +1,7 @@
 """What one GEMM call will do on the GPU, as a plain object that needs no GPU to build or read."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from pydg.layout import CONTIGUOUS_M_ALIGNMENT
@@ -15,12 +16,21 @@ CONTIGUOUS_BLOCK_M_LIMIT = CONTIGUOUS_M_ALIGNMENT
 MODE_IDS = {"dense": 0, "contiguous": 1, "masked": 2}
 
 
-def smem_bytes(block_m: int, block_n: int, num_stages: int) -> int:
-    """Shared memory of the kernel: output tile, then per stage A, B, A's scales and B's scales,
-    then barriers. Mirrors SmemLayout in fp8_gemm.cuh."""
+def b_scale_blocks_per_tile(block_n: int) -> int:
+    """How many of B's 128-row scale blocks one tile's columns can span: tiles start at multiples of
+    block_n, so at multiples of gcd(block_n, 128) within a block (a 176-wide tile spans up to three)."""
+    latest_start = 128 - math.gcd(block_n, 128)
+    return ceil_div(latest_start + block_n, 128)
+
+
+def smem_bytes(block_m: int, block_n: int, num_stages: int, k: int) -> int:
+    """Shared memory of the kernel: output tile, then per stage A, B and A's scales, then B's scales
+    of the whole tile (every 128 of K), then barriers. Mirrors SmemLayout in fp8_gemm.cuh (which
+    asserts that it fits in this)."""
     output = block_m * block_n * 2
-    stage = block_m * BLOCK_K + block_n * BLOCK_K + block_m * 4 + 16
-    return output + num_stages * stage + 2 * num_stages * 8
+    stage = block_m * BLOCK_K + block_n * BLOCK_K + block_m * 4
+    b_scales = ceil_div(b_scale_blocks_per_tile(block_n) * ceil_div(k, BLOCK_K) * 4, 16) * 16
+    return output + num_stages * stage + b_scales + 2 * num_stages * 8
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,7 @@ class GemmPlan:
 
     @property
     def smem_bytes(self) -> int:
-        return smem_bytes(self.block_m, self.block_n, self.num_stages)
+        return smem_bytes(self.block_m, self.block_n, self.num_stages, self.k)
 
     @property
     def num_m_blocks(self) -> int:
@@ -133,6 +143,7 @@ class GemmPlan:
             "PYDG_MULTICAST": {"none": "0", "a": "1", "b": "2"}[self.multicast],
             "PYDG_INNER_IS_M": "true" if self.inner_axis == "m" else "false",
             "PYDG_OVERLAP_PROMOTION": "true" if self.overlap_promotion else "false",
+            "PYDG_SMEM_BYTES": str(self.smem_bytes),
         }
 
     def summary(self) -> str:
