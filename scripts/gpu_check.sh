@@ -11,7 +11,7 @@
 # statistics) on pydg's kernel and, with
 # .anchor, DeepGEMM's, for each dense shape given (default 4096,2112,7168 and 64,2112,7168), into
 # $OUT/profile.txt.
-# One device call is 600 s at most: `tests` (about 430 s) and `bench --what dense,grouped` with .anchor
+# One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
 # (about 300 s, DeepGEMM's build included) do not fit together; `bench` + `sweep` do, `tests` + `extras`
 # only just (extras last timed at 56b172a).
 # Every log lands in $OUT (default /tmp/out): gpu.txt, env.txt, dg_build.log (if DeepGEMM was built),
@@ -101,9 +101,22 @@ fi
 
 tests_status=skipped bench_status=skipped
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  # -v: a run stopped by the call's time limit still shows which tests finished and how.
-  python3 -m pytest -v -rs -p no:cacheprovider tests > "$OUT/tests.log" 2>&1
-  tests_status=$?
+  # Four pytest processes side by side (one run took 485 s; the device call's limit is 600): the CPU
+  # compile tests, the GEMM paths, the hardening and cast tests, and the rest. Each has its own kernel
+  # cache. -v: a run stopped by the call's time limit still shows which tests finished and how.
+  shards=("tests/test_kernels.py"
+          "tests/test_gemm_gpu.py tests/test_block_widths_gpu.py tests/test_grouped_gpu.py tests/test_overlap_gpu.py"
+          "$(echo tests/test_hardening*.py) tests/test_cast_gpu.py tests/test_torch_ops_gpu.py")
+  rest=(); for shard in "${shards[@]}"; do for f in $shard; do rest+=(--ignore="$f"); done; done
+  pids=()
+  for i in 0 1 2 3; do
+    if [ $i -lt 3 ]; then files=(${shards[$i]}); else files=(tests "${rest[@]}"); fi
+    PYDG_CACHE_DIR=/tmp/pydg-cache-$i python3 -m pytest -v -rs -p no:cacheprovider "${files[@]}" > "/tmp/tests_$i.log" 2>&1 &
+    pids+=($!)
+  done
+  tests_status=0
+  for pid in "${pids[@]}"; do wait "$pid" || tests_status=1; done
+  for i in 0 1 2 3; do echo "==== shard $i"; cat "/tmp/tests_$i.log"; done > "$OUT/tests.log"
   grep -E " (FAILED|ERROR)" "$OUT/tests.log" | head -n 40
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
@@ -115,7 +128,7 @@ echo
 echo "==== gpu_check summary ($what) ===="
 echo "GPU: $(sed -n 2p "$OUT/gpu.txt")"
 if [ "$tests_status" != skipped ]; then
-  echo "tests (exit $tests_status): $(grep -E '(passed|failed|error)' "$OUT/tests.log" | tail -n 1)"
+  echo "tests (exit $tests_status): $(grep -E '^=+ .*(passed|failed|error)' "$OUT/tests.log" | sed 's/^=* //; s/ =*$//' | paste -sd '|')"
 fi
 if [ "$bench_status" != skipped ]; then
   echo "bench (exit $bench_status):"

@@ -5,7 +5,8 @@ from dataclasses import replace
 import pytest
 
 from pydg.scheduler import candidate_plans, choose_plan
-from pydg.scheduler.plan import MAX_SMEM_BYTES, GemmPlan
+from pydg.scheduler.heuristics import rolled_k_loop
+from pydg.scheduler.plan import MAX_SMEM_BYTES, GemmPlan, b_scale_blocks_per_tile, smem_bytes
 from pydg.scheduler.tiles import cta_tiles
 from pydg.utils import ceil_div
 
@@ -110,12 +111,32 @@ def test_small_m_fills_the_machine_with_narrow_tiles():
                                    (511, 7168, 2048)])
 def test_small_m_runs_without_cluster_pairs(m, n, k):
     # Measured: single CTAs beat multicast pairs on these shapes (MULTICAST_MIN_ROWS). Below that many
-    # rows the only pairs considered share B between two row blocks of a tile at least as wide as tall.
+    # rows the pairs considered share B between two row blocks of a tile at least as wide as tall, or
+    # have at least two waves of tiles over two or more row blocks.
     assert choose_plan("dense", m, n, k, 1, 132).cluster_size == 1
     for plan in candidate_plans("dense", m, n, k, 1, 132):
         if plan.cluster_size > 1:
-            assert plan.multicast == "b" and plan.block_n >= plan.block_m and plan.num_m_blocks % 2 == 0
+            small_m_pair = plan.multicast == "b" and plan.block_n >= plan.block_m and plan.num_m_blocks % 2 == 0
+            many_waves = plan.num_tiles >= 2 * plan.num_sms and plan.num_m_blocks >= 2
+            assert small_m_pair or many_waves, plan.summary()
     assert any(p.multicast == "a" for p in candidate_plans("dense", 512, n, k, 1, 132))
+
+
+@pytest.mark.parametrize("m,n,k", [(300, 18432, 7168), (300, 18432, 18432)])
+def test_pairs_below_512_rows_with_waves_of_tiles(m, n, k):
+    # Plan sweep 2026-11-23 (a088a2f): 128x144 pairs sharing A 97.7 us against 115.3 us unpaired at
+    # 300 x 18432 x 7168, 234.0 against 293.7 at x 18432 (cuBLAS: 95.2 and 226 us).
+    plan = choose_plan("dense", m, n, k, 1, 132)
+    assert (plan.block_m, plan.block_n, plan.cluster_size, plan.multicast) == (128, 144, 2, "a")
+
+
+@pytest.mark.parametrize("m,n,k", [(2500, 7168, 7168)])
+def test_wide_tiles_unrolled_carry_no_straddle_penalty(m, n, k):
+    # Plan sweep 2026-11-23 (a088a2f): 128x192 pairs sharing B 195.4 us, 256x112 200.4, 256x128 215.
+    # The 192-wide loop is unrolled (2 split copies), so its straddling costs nothing (rolled_k_loop).
+    plan = choose_plan("dense", m, n, k, 1, 132)
+    assert (plan.block_m, plan.block_n, plan.cluster_size, plan.multicast) == (128, 192, 2, "b")
+    assert not rolled_k_loop(192) and not rolled_k_loop(160) and rolled_k_loop(176) and rolled_k_loop(144)
 
 
 @pytest.mark.parametrize("m,n,k,tile,multicast", [
@@ -132,9 +153,10 @@ def test_pairs_where_the_sweeps_found_them_faster(m, n, k, tile, multicast):
 
 @pytest.mark.parametrize("groups,m", [(1, 1024), (2, 512)])
 def test_masked_ties_go_to_single_ctas(groups, m):
-    # Plan sweep 2026-11-23: 256x128 pairs sharing A 33.3 us against 31.8 us for single CTAs.
+    # Plan sweep 2026-11-23: 256x128 pairs sharing A 33.3 us against 31.8 us for single CTAs; 256x112
+    # single CTAs 31.0 (1 x 1024) and 33.6 against 34.1 (2 x 512).
     plan = choose_plan("masked", m, 7168, 2048, groups, 132, expected_m=m)
-    assert (plan.block_m, plan.block_n, plan.cluster_size) == (256, 128, 1)
+    assert (plan.block_m, plan.block_n, plan.cluster_size) == (256, 112, 1)
     paired = choose_plan("contiguous", 4 * 8192, 4096, 7168, 4, 132)
     assert paired.cluster_size == 2
 
@@ -154,3 +176,15 @@ def test_plan_reads_as_documentation():
     text = plan.summary()
     assert f"{plan.block_m}x{plan.block_n}x128" in text and "stages" in text and "SMs" in text
     assert "GemmPlan(" in repr(plan)
+
+
+def test_b_scale_blocks_per_tile():
+    # Tiles start at multiples of block_n: a 176-wide one starting at column 112 of a scale block
+    # spans three blocks; a 192-wide one starts at 0 or 64 and spans two.
+    assert [b_scale_blocks_per_tile(n) for n in (16, 64, 128, 144, 160, 176, 192, 256)] == [1, 1, 1, 2, 2, 3, 2, 2]
+
+
+def test_smem_holds_the_tiles_b_scales():
+    # B's scales of a whole tile (every 128 of K) live in shared memory: longer K, more bytes.
+    assert smem_bytes(256, 128, 3, 16384) - smem_bytes(256, 128, 3, 2048) == (128 - 16) * 4
+    assert smem_bytes(128, 176, 4, 7168) - smem_bytes(128, 176, 4, 128) == 3 * 56 * 4 - 16  # 16-byte rounded

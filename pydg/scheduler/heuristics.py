@@ -7,6 +7,7 @@ kernel can also not beat reading A and B and writing D once from device memory.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from pydg.scheduler.plan import BLOCK_K, CONTIGUOUS_BLOCK_M_LIMIT, MAX_SMEM_BYTES, GemmPlan, smem_bytes
@@ -22,12 +23,10 @@ EPILOGUE_S_PER_BYTE = 20e-12   # the part of the output's staging that the next 
 # Tensor-core efficiency by tile height: one math warpgroup (64 rows) has no second warpgroup to
 # overlap its promotion with; two (128 rows) do; 256 rows also halve the shared-memory reads of B.
 BLOCK_M_EFFICIENCY = {64: 0.70, 128: 0.885, 256: 1.0}
-# Widths that do not divide 128 (their tiles straddle B's 128-row scale blocks). Since the split
-# became a compile-time constant (one k-loop copy per start offset) the scale selection is free; what
-# is left is fitted to the 2026-11-23 sweeps: 128x176 beats 128x192 on 4096x2112x7168 (101 vs 106 us,
-# three waves each), while contiguous 4x8192x4096x7168 keeps 128x128 pairs (1492 us) ahead of
-# 160-192 wide ones (1552-1692 us).
-STRADDLE_EFFICIENCY = 0.93
+# Widths whose k-loop stays rolled (rolled_k_loop: 7-8 split copies, e.g. 112, 144, 176): unrolling
+# made 128x176 2.7% faster (scripts/ab_kernels.py, 2026-11-23). Unrolled straddling widths (160, 192)
+# pay nothing: 2500 x 7168 x 7168 at 128x192 in pairs sharing B ran 195.4 us against 215 for 256x128.
+STRADDLE_EFFICIENCY = 0.97
 UNSWIZZLED_EFFICIENCY = 0.97   # widths not a multiple of 64: row-major output staging, odd wgmma N
 
 BLOCK_NS = tuple(range(16, 193, 16))
@@ -41,10 +40,12 @@ MIN_STAGES = 3
 BAND = 16
 # Cluster pairs below this many rows lost to single CTAs in every plan sweep (2026-11-23: 64 and 128
 # x 2112 x 7168 and x 32768 x 512, by 3-7%): A is a few hot L2 lines that every CTA reads anyway, and
-# a pair advances at the pace of its slower CTA. The exception is a pair of row blocks sharing B where
-# B's share of each stage is at least A's: B streams from device memory once for both (128 x 4096 x
-# 7168 at 64x64: 20.1 against 22.1 us; 128 x 7168 x 16384 at 64x112: 57.0 against 59.6 us), while
-# 64x32 tiles lost (128 x 2112 x 7168: 15.2 against 14.5 us).
+# a pair advances at the pace of its slower CTA. Those shapes run one wave of tiles. Exceptions:
+# - a pair of row blocks sharing B where B's share of each stage is at least A's: B streams from
+#   device memory once for both (128 x 4096 x 7168 at 64x64: 20.1 against 22.1 us; 128 x 7168 x 16384
+#   at 64x112: 57.0 against 59.6 us), while 64x32 tiles lost (128 x 2112 x 7168: 15.2 against 14.5 us);
+# - two or more waves of tiles over two or more row blocks, where L2 feeds the SMs: 300 x 18432 x
+#   7168 at 128x144 in pairs sharing A 97.7 against 115.3 us (x 18432: 234.0 against 293.7).
 MULTICAST_MIN_ROWS = 512
 # Such a small-M pair pays with one wave that leaves a few SMs idle (128 tiles on 132 SMs), not with
 # half of them idle.
@@ -58,11 +59,18 @@ def max_stages(block_m: int, block_n: int, k: int, smem_limit: int = MAX_SMEM_BY
     return stages
 
 
+def rolled_k_loop(block_n: int) -> bool:
+    """Whether the kernel keeps the one-accumulator k-loop rolled for this width: it compiles one loop
+    copy per start column modulo 128 (128 / gcd(block_n, 128) of them) and unrolls only up to 4 copies
+    (fp8_gemm.cuh kUnroll: compile time)."""
+    return 128 % block_n != 0 and 128 // math.gcd(block_n, 128) > 4
+
+
 def tile_seconds(block_m: int, block_n: int, k: int, multicast: str) -> float:
     k_padded = ceil_div(k, BLOCK_K) * BLOCK_K
     # Narrow tiles read more of A from shared memory per MMA: efficiency grows with block_n.
     efficiency = block_n / (block_n + 32) * BLOCK_M_EFFICIENCY[block_m]
-    if 128 % block_n and block_n % 128:
+    if rolled_k_loop(block_n):
         efficiency *= STRADDLE_EFFICIENCY
     swizzled = block_n % 64 == 0
     if not swizzled:
@@ -94,7 +102,8 @@ def _cluster_options(plan: GemmPlan, rows: int):
     if plan.num_sms % 2:
         return
     pairs_b = plan.mode == "dense" and plan.num_m_blocks % 2 == 0
-    if rows >= MULTICAST_MIN_ROWS and plan.num_tiles >= plan.num_sms:
+    many_waves = plan.num_tiles >= 2 * plan.num_sms and plan.num_m_blocks >= 2
+    if (rows >= MULTICAST_MIN_ROWS or many_waves) and plan.num_tiles >= plan.num_sms:
         if pairs_b:
             yield 2, "b", "m"
         if plan.num_n_blocks % 2 == 0:
