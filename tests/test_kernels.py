@@ -58,7 +58,7 @@ OVERLAP_VARIANTS = [choose_plan(mode, m, n, k, groups, 132, expected_m=expected)
                     for mode, m, n, k, groups, expected in [
                         ("dense", 64, 2112, 7168, 1, None), ("dense", 64, 7168, 128, 1, None),
                         ("dense", 128, 4096, 640, 1, None), ("dense", 200, 7168, 768, 1, None),
-                        ("contiguous", 8192, 4096, 7168, 4, None), ("contiguous", 8192, 7168, 384, 4, None),
+                        ("contiguous", 8192, 2048, 7168, 4, None), ("contiguous", 8192, 2048, 384, 4, None),
                         ("masked", 256, 4096, 896, 4, 100)]]
 
 
