@@ -143,18 +143,6 @@ DEVICE void bulk_wait_read() {
     asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
 }
 
-// A 4-byte asynchronous copy (Ampere's cp.async): B's per-block scales are too small and too
-// scattered for TMA, yet must arrive with the stage instead of stalling the math warps.
-DEVICE void async_copy_4(void* dst, const void* src) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(smem_addr(dst)), "l"(src) : "memory");
-}
-
-// Arrive on `bar` once this thread's earlier cp.async copies have landed (the barrier's expected
-// arrival count includes this arrival: .noinc).
-DEVICE void async_copy_arrive(uint64_t* bar) {
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_addr(bar)) : "memory");
-}
-
 // ---- wgmma --------------------------------------------------------------------------------------
 // Shared-memory matrix descriptor for a K-major tile written by TMA with 128-byte swizzling: rows of
 // 128 bytes, 8-row atoms of 1024 bytes (the stride byte offset); the leading byte offset is unused.
