@@ -9,7 +9,8 @@
 # $OUT/sweep.log (extra arguments replace the default shape list).
 # profile: ncu (speed of light, warp stalls, compute and memory workload, launch and instruction
 # statistics) on pydg's kernel and, with
-# .anchor, DeepGEMM's, for each dense shape given (default 4096,2112,7168 and 64,2112,7168), into
+# .anchor, DeepGEMM's, for each shape given as plan_sweep.py takes them (dense or grouped; default
+# 4096,2112,7168 and 64,2112,7168), into
 # $OUT/profile.txt.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
 # (about 300 s, DeepGEMM's build included) do not fit together; `bench` + `sweep` do, `tests` + `extras`
