@@ -4,7 +4,7 @@ import random
 import pytest
 
 import pydg
-from gpu_util import DIFF_LIMIT, calc_diff, dequantize, nan_like, quantized_pair, torch_module
+from gpu_util import DIFF_LIMIT, calc_diff, dequantize, launch_plan, nan_like, quantized_pair, torch_module
 
 pytestmark = pytest.mark.gpu
 
@@ -55,6 +55,42 @@ def test_contiguous_random_tokens_per_expert(groups):
     for start in range(0, a.shape[0], block):
         if (idx[start:start + block] < 0).all():
             assert torch.isnan(out[start:start + block]).all()
+
+
+@pytest.mark.parametrize("block_n", [64, 128, 192])
+def test_contiguous_pairs_sharing_b_where_experts_change(block_n):
+    """A cluster pair that multicasts B holds blocks 2i and 2i + 1 of rows. Where their experts differ
+    each CTA loads its own B; a padding block beside a real one idles (its pipeline turns over with
+    no math and it writes nothing); a pair of padding blocks is skipped."""
+    from pydg.scheduler.heuristics import ranked_plans
+
+    torch = torch_module()
+    groups, n, k = 4, 2048, 896  # 7 k-blocks: the pair's stage counters wrap unevenly across tiles
+    # (expert of the block, its valid rows), blocks of 128 rows, in pairs: (0, 0) share B; (0, 1) do
+    # not; (padding, 2); (padding, expert 7: out of range, skipped); (3, 3); (3, padding).
+    blocks = [(0, 128), (0, 128), (0, 40), (1, 1), (-1, 0), (2, 128), (-1, 0), (7, 128), (3, 128), (3, 128),
+              (3, 77), (-1, 0)]
+    m_indices = []
+    for expert, rows in blocks:
+        m_indices += [expert] * rows + [-1] * (128 - rows)
+    m_sum = len(m_indices)
+    plan = next(p for p in ranked_plans("contiguous", m_sum, n, k, groups, pydg.get_num_sms())
+                if p.multicast == "b" and p.block_m == 128 and p.block_n == block_n)
+    a, sa = quantized_pair(torch, m_sum, k, per_block=False)
+    b, sb, b_ref = _experts(torch, groups, n, k)
+    idx = torch.tensor(m_indices, device="cuda", dtype=torch.int32)
+    out = nan_like(torch, (m_sum, n))
+    launch_plan(torch, plan, (a, sa, b, sb, out, idx))
+    torch.cuda.synchronize()
+    a_ref = dequantize(torch, a, sa, False)
+    for i, (expert, rows) in enumerate(blocks):
+        got = out[i * 128:(i + 1) * 128]
+        if not 0 <= expert < groups:
+            assert torch.isnan(got).all(), f"block {i} of padding was written ({plan.summary()})"
+            continue
+        ref = a_ref[i * 128:i * 128 + rows] @ b_ref[expert].T
+        assert not torch.isnan(got[:rows]).any(), f"block {i} left unwritten ({plan.summary()})"
+        assert calc_diff(torch, got[:rows], ref) <= DIFF_LIMIT, f"block {i} ({plan.summary()})"
 
 
 def _masked_inputs(torch, groups, m_max, n, k):

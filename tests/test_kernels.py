@@ -36,7 +36,7 @@ def test_variants_cover_every_block_size_and_cluster_form():
     blocks = {(p.block_m, p.block_n) for p in VARIANTS}
     assert blocks == {(bm, bn) for bm in (64, 128, 256) for bn in BLOCK_NS if bn <= MAX_BLOCK_N[bm]}
     forms = {(p.mode, p.multicast) for p in VARIANTS}
-    assert {("dense", "none"), ("dense", "a"), ("dense", "b"), ("contiguous", "a"), ("masked", "a")} <= forms
+    assert {("dense", "none"), ("dense", "a"), ("dense", "b"), ("contiguous", "a"), ("contiguous", "b"), ("masked", "a")} <= forms
 
 
 @pytest.mark.parametrize("plan", VARIANTS, ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-{p.multicast}")

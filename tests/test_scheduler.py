@@ -22,11 +22,14 @@ def _check_pairs(plan: GemmPlan, walks):
         first, second = walks[cta], walks[cta + 1]
         assert len(first) == len(second)  # the pair's pipelines advance together
         for t0, t1 in zip(first, second):
-            assert t0.group == t1.group and t0.skip == t1.skip
+            assert t0.skip == t1.skip and t0.own_b == t1.own_b
+            assert not (t0.idle and t1.idle)
             if plan.multicast == "a":
-                assert t0.m_block == t1.m_block and t0.rows == t1.rows
+                assert t0.m_block == t1.m_block and t0.rows == t1.rows and t0.group == t1.group
             else:
-                assert t0.n_block == t1.n_block
+                assert t0.n_block == t1.n_block and (t0.m_block, t1.m_block) == (t0.m_block, t0.m_block + 1)
+                # The multicast B is one expert's: shared only where both blocks are that expert's.
+                assert t0.own_b or (t0.group == t1.group and not t0.idle and not t1.idle)
 
 
 def _random_dense_shapes(count, seed):
@@ -47,6 +50,7 @@ def test_dense_walk_covers_each_tile_once(m, n, k):
 
 def test_contiguous_walk_skips_padding_blocks_and_covers_the_rest():
     rng = random.Random(2)
+    pairs_b = False
     for groups in (1, 2, 4, 8, 16, 32):
         sizes = [rng.choice([0, 1, 5, 128, 300, 1000]) for _ in range(groups)]
         m_indices = []
@@ -57,15 +61,37 @@ def test_contiguous_walk_skips_padding_blocks_and_covers_the_rest():
         m = len(m_indices)
         for plan in candidate_plans("contiguous", m, 512, 256, groups, 132):
             walks = _walk(plan, m_indices)
-            work = [(t.m_block, t.n_block) for ts in walks.values() for t in ts if not t.skip]
+            work = [(t.m_block, t.n_block) for ts in walks.values() for t in ts if not t.skip and not t.idle]
             expected = {(mb, nb) for mb in range(plan.num_m_blocks) for nb in range(plan.num_n_blocks)
                         if m_indices[mb * plan.block_m] >= 0}
             assert len(work) == len(set(work)) and set(work) == expected
             for ts in walks.values():
                 for t in ts:
-                    if not t.skip:
+                    if not t.skip and not t.idle:
                         assert t.group == m_indices[t.m_block * plan.block_m]
+                    # An idle block is padding beside the pair's real one; a pair of padding skips.
+                    if t.idle or t.skip:
+                        assert m_indices[t.m_block * plan.block_m] < 0
             _check_pairs(plan, walks)
+            pairs_b |= plan.multicast == "b"
+    assert pairs_b  # the walk of contiguous pairs sharing B was checked
+
+
+def test_contiguous_pairs_sharing_b_split_where_experts_change():
+    # Blocks of 128 rows, in pairs: (0, 0) share B; (0, 1) load B each; (padding, 2): the padding block
+    # idles beside expert 2's; (padding, out-of-range expert) is skipped; (3, 3) share; (3, padding).
+    experts = [0, 0, 0, 1, -1, 2, -1, 7, 3, 3, 3, -1]
+    m_indices = [e for e in experts for _ in range(128)]
+    plan = next(p for p in candidate_plans("contiguous", len(m_indices), 1024, 512, 4, 132)
+                if p.multicast == "b" and p.block_m == 128)
+    walks = _walk(plan, m_indices)
+    _check_pairs(plan, walks)
+    kinds = {}
+    for t in (t for ts in walks.values() for t in ts):
+        kinds.setdefault(t.m_block, set()).add((t.skip, t.idle, t.own_b))
+    shared, own, idle, skip = (False, False, False), (False, False, True), (False, True, True), (True, False, False)
+    assert kinds == {0: {shared}, 1: {shared}, 2: {own}, 3: {own}, 4: {idle}, 5: {own}, 6: {skip}, 7: {skip},
+                     8: {shared}, 9: {shared}, 10: {own}, 11: {idle}}
 
 
 def test_masked_walk_covers_valid_rows_once_including_empty_and_one_row_groups():

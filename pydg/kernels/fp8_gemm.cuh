@@ -165,7 +165,8 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     else
         __syncthreads();
 
-    TileScheduler<kMode, kBlockM, kNumNBlocks, kInnerIsM> scheduler(shape_m, num_groups, band, grouping);
+    TileScheduler<kMode, kBlockM, kNumNBlocks, kInnerIsM, kMode == kContiguous && kMulticastB> scheduler(
+        shape_m, num_groups, band, grouping);
     Tile tile;
 
     if (thread >= kNumMathThreads) {
@@ -184,6 +185,11 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
                     mbar_wait(&empty[stage], phase ^ 1);
                     uint64_t* bar = &full[stage];
+                    if (tile.idle) {
+                        mbar_arrive(bar);  // a phase with no bytes: the pair's stages stay in step
+                        advance_stage<kNumStages>(stage, phase);
+                        continue;
+                    }
                     mbar_arrive_expect_tx(bar, Layout::kStageBytes);
                     uint8_t* a_dst = smem_a + stage * Layout::kABytes;
                     uint8_t* b_dst = smem_b + stage * Layout::kBBytes;
@@ -199,7 +205,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                         tma_load_3d(&tma_a, bar, a_dst, k, m_row, group_a);
                         tma_load_3d(&tma_sa, bar, sa_dst, m_row, kb, group_a);
                     }
-                    if (kMulticastB) {
+                    if (kMulticastB && !tile.own_b) {
                         if (cta_rank == 0)
                             tma_load_3d_multicast(&tma_b, bar, b_dst, k, n_row, group_b, 0x3);
                     } else {
@@ -237,9 +243,30 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
         float accum[kAccum], final_accum[kNumSubBlocks][kAccum];
         float accum_next[kAccum];  // kOverlapPromotion's second set (compiled away otherwise)
 
+        // After the last MMAs that read a stage the stage is in registers: hand it back to the
+        // producer(s).
+        auto release = [&](uint32_t released) {
+            if (kSharing == 1) {
+                if (lane == 0)
+                    mbar_arrive(&empty[released]);
+            } else if (lane < kSharing) {
+                mbar_arrive_cluster(&empty[released], lane);
+            }
+        };
+
         while (scheduler.next(tile)) {
             if (tile.skip)
                 continue;
+            if (tile.idle) {
+                // Padding beside the peer's real block: wait out each stage (the producer completes
+                // it with no bytes) and release it to both CTAs, as for a real tile.
+                for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
+                    mbar_wait(&full[stage], phase);
+                    release(stage);
+                    advance_stage<kNumStages>(stage, phase);
+                }
+                continue;
+            }
             const uint32_t n_first = tile.n_block * kBlockN;
 
             // B's scales of the whole tile into shared memory, from the math threads: the k-loop reads
@@ -265,16 +292,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 for (uint32_t i = 0; i < kAccum; ++i)
                     final_accum[s][i] = 0.0f;
 
-            // After the last MMAs that read a stage the stage is in registers: hand it back to the
-            // producer(s).
-            auto release = [&](uint32_t released) {
-                if (kSharing == 1) {
-                    if (lane == 0)
-                        mbar_arrive(&empty[released]);
-                } else if (lane < kSharing) {
-                    mbar_arrive_cluster(&empty[released], lane);
-                }
-            };
             // The MMAs of sub-block `s` of stage `at` into `acc` (zeroed by the first), committed as
             // one wgmma group.
             auto issue = [&](float (&acc)[kAccum], uint32_t at, uint32_t s) {

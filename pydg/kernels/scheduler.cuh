@@ -11,9 +11,14 @@ struct Tile {
     uint32_t group;  // expert (contiguous, masked) or 0 (dense)
     uint32_t rows;   // rows of the tile that may be written (masked: up to masked_m[group])
     bool skip;       // contiguous: the block's rows are padding (m_indices < 0): no loads, no math
+    // Contiguous pairs sharing B (kPairsShareB). The pair's CTAs hold neighbouring blocks of rows,
+    // which may belong to different experts or be padding, while their pipelines must turn over
+    // together: the multicast lands in the same stage of both CTAs.
+    bool idle;       // this block is padding and the peer's is not: the stages turn over with no loads or math
+    bool own_b;      // the two blocks' experts differ: each CTA loads its own B (no multicast)
 };
 
-template <uint32_t kMode, uint32_t kBlockM, uint32_t kNumNBlocks, bool kInnerIsM>
+template <uint32_t kMode, uint32_t kBlockM, uint32_t kNumNBlocks, bool kInnerIsM, bool kPairsShareB>
 struct TileScheduler {
     uint32_t shape_m;     // rows of A per group (dense: M, contiguous: M_sum, masked: M_max)
     uint32_t num_groups;
@@ -42,6 +47,13 @@ struct TileScheduler {
         n_block = kInnerIsM ? outer : inner;
     }
 
+    // The expert of a contiguous block, from its first row (experts' segments start at multiples of
+    // the block size); -1 for padding or an out-of-range value.
+    DEVICE int block_expert(uint32_t m_block) const {
+        const int expert = load_global_int(grouping + m_block * kBlockM);
+        return expert < 0 || static_cast<uint32_t>(expert) >= num_groups ? -1 : expert;
+    }
+
     DEVICE uint32_t masked_rows(uint32_t g) const {
         const int value = load_global_int(grouping + g);
         return value < 0 ? 0u : min(static_cast<uint32_t>(value), shape_m);
@@ -50,7 +62,7 @@ struct TileScheduler {
     DEVICE bool next(Tile& tile) {
         const uint32_t index = next_index;
         next_index += gridDim.x;
-        tile.skip = false;
+        tile.skip = tile.idle = tile.own_b = false;
         tile.group = 0;
         tile.rows = kBlockM;
         if (kMode == kMasked) {
@@ -73,11 +85,17 @@ struct TileScheduler {
             return false;
         raster(index, num_m_blocks, tile.m_block, tile.n_block);
         if (kMode == kContiguous) {
-            // Experts' segments start at multiples of the block size, so a block's first row names
-            // the expert of all its rows; a padding block (or an out-of-range value) is skipped.
-            const int expert = load_global_int(grouping + tile.m_block * kBlockM);
-            tile.skip = expert < 0 || static_cast<uint32_t>(expert) >= num_groups;
-            tile.group = tile.skip ? 0u : static_cast<uint32_t>(expert);
+            const int expert = block_expert(tile.m_block);
+            tile.group = expert < 0 ? 0u : static_cast<uint32_t>(expert);
+            tile.skip = expert < 0;
+            if (kPairsShareB) {
+                // With m inner, an even band and an even number of m blocks, the pair's tiles are
+                // blocks 2i and 2i + 1 of one column of tiles (plan.py validates this).
+                const int peer = block_expert(tile.m_block ^ 1);
+                tile.skip = expert < 0 && peer < 0;
+                tile.idle = expert < 0 && peer >= 0;
+                tile.own_b = expert != peer;
+            }
         }
         return true;
     }

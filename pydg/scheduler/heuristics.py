@@ -101,7 +101,7 @@ def _cluster_options(plan: GemmPlan, rows: int):
     yield 1, "none", "n"
     if plan.num_sms % 2:
         return
-    pairs_b = plan.mode == "dense" and plan.num_m_blocks % 2 == 0
+    pairs_b = plan.mode != "masked" and plan.num_m_blocks % 2 == 0
     many_waves = plan.num_tiles >= 2 * plan.num_sms and plan.num_m_blocks >= 2
     if (rows >= MULTICAST_MIN_ROWS or many_waves) and plan.num_tiles >= plan.num_sms:
         if pairs_b:

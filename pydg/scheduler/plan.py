@@ -175,8 +175,10 @@ class GemmPlan:
                 problems.append("odd band with a cluster of 2")
             if self.multicast == "a" and (self.inner_axis != "n" or self.num_n_blocks % 2):
                 problems.append("multicast a needs n inner and an even number of n blocks")
-            if self.multicast == "b" and (self.inner_axis != "m" or self.num_m_blocks % 2 or self.mode != "dense"):
-                problems.append("multicast b needs dense, m inner and an even number of m blocks")
+            # Pairs sharing B hold m blocks 2i and 2i + 1 (scheduler.cuh): the masked layout's
+            # blocks per group follow masked_m, which only the GPU reads.
+            if self.multicast == "b" and (self.inner_axis != "m" or self.num_m_blocks % 2 or self.mode == "masked"):
+                problems.append("multicast b needs dense or contiguous, m inner and an even number of m blocks")
         elif self.multicast != "none":
             problems.append("multicast without a cluster")
         if self.overlap_promotion and not self.allows_overlap:

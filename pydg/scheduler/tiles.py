@@ -15,6 +15,10 @@ class Tile:
     group: int
     rows: int    # rows the kernel may write
     skip: bool   # contiguous padding block: no work, nothing written
+    # Contiguous pairs sharing B (scheduler.cuh): a padding block beside the peer's real one turns
+    # the pipeline over with no loads or math (idle); blocks of different experts load B each.
+    idle: bool = False
+    own_b: bool = False
 
 
 def raster(plan: GemmPlan, index: int, num_m_blocks: int) -> tuple[int, int]:
@@ -49,10 +53,20 @@ def cta_tiles(plan: GemmPlan, cta: int, grouping: Sequence[int] = ()) -> Iterato
     total = plan.num_m_blocks * plan.num_n_blocks
     while index < total:
         m_block, n_block = raster(plan, index, plan.num_m_blocks)
-        group, skip = 0, False
-        if plan.mode == "contiguous":
-            expert = int(grouping[m_block * plan.block_m])
-            skip = expert < 0 or expert >= plan.num_groups
-            group = 0 if skip else expert
-        yield Tile(m_block, n_block, group, plan.block_m, skip)
+        if plan.mode != "contiguous":
+            yield Tile(m_block, n_block, 0, plan.block_m, False)
+        else:
+            expert = _block_expert(plan, grouping, m_block)
+            group = max(expert, 0)
+            if plan.multicast == "b":
+                peer = _block_expert(plan, grouping, m_block ^ 1)
+                yield Tile(m_block, n_block, group, plan.block_m, expert < 0 and peer < 0,
+                           idle=expert < 0 <= peer, own_b=expert != peer)
+            else:
+                yield Tile(m_block, n_block, group, plan.block_m, expert < 0)
         index += plan.num_sms
+
+
+def _block_expert(plan: GemmPlan, m_indices: Sequence[int], m_block: int) -> int:
+    expert = int(m_indices[m_block * plan.block_m])
+    return -1 if expert < 0 or expert >= plan.num_groups else expert
