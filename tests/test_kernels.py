@@ -140,10 +140,12 @@ def test_sass_uses_tensor_cores_and_tma(plan, tmp_path):
     assert not re.search(r"\b(LDL|STL)\b", sass)
 
 
-# Tiles whose columns can straddle two or three of B's 128-row scale blocks, in both loops.
-STRADDLING = [next(p for p in candidate_plans("dense", 4096, 7168, 2048, 1, 132)
+# Tiles whose columns can straddle two or three of B's 128-row scale blocks, in both loops; 128x192
+# with 16 k-blocks (compile-time stages) and 17 (the stage index at run time).
+STRADDLING = [next(p for p in candidate_plans("dense", 4096, 7168, k, 1, 132)
                    if (p.block_m, p.block_n, p.cluster_size) == (bm, bn, 1))
-              for bm, bn in ((128, 176), (128, 192), (64, 112), (256, 112))]
+              for bm, bn, k in ((128, 176, 2048), (128, 192, 2048), (128, 192, 2176), (64, 112, 2048),
+                                (256, 112, 2048))]
 
 
 @pytest.mark.parametrize("plan", STRADDLING, ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}")
@@ -156,12 +158,18 @@ def test_sass_selects_scales_at_compile_time_and_issues_tma_from_one_lane(plan, 
     step = math.gcd(plan.block_n, 128)
     copies = len({min(128 - offset, plan.block_n) for offset in range(0, 128, step)})
     sub_blocks = 2 if plan.block_m == 256 else 1
-    # The loop bodies: chunks of 4 and a tail (overlapped); one accumulator: two k-blocks and a tail,
-    # or one k-block where the loop has more than 4 copies (its compile time).
+    # The loop bodies: chunks of 4 and a tail (overlapped); one accumulator: one k-block per stage
+    # where two warpgroups run k-block counts that the stages divide (compile-time stages), else two
+    # k-blocks (an odd count enters the pair half-way), or one k-block where the loop has more than 4
+    # copies (its compile time).
     if plan.overlap_promotion:
         k_blocks_per_copy = 4 + plan.num_k_blocks % 4
+    elif copies > 4:
+        k_blocks_per_copy = 1
+    elif plan.block_m >= 128 and plan.num_k_blocks % plan.num_stages == 0:
+        k_blocks_per_copy = plan.num_stages
     else:
-        k_blocks_per_copy = 2 + plan.num_k_blocks % 2 if copies <= 4 else 1
+        k_blocks_per_copy = 2
     assert len(re.findall(r"\bQGMMA\b", sass)) == copies * sub_blocks * k_blocks_per_copy * 4
 
 
