@@ -129,7 +129,9 @@ def calls(what: str):
     if what == "all":
         yield lambda: dense(2048, 4096, 512)     # enough tiles for a cluster of two
         yield lambda: dense(4096, 2048, 256)
-        yield lambda: contiguous([0, 1, 2, 3] * 8, 2048, 512, groups=4)
+        yield lambda: contiguous([0, 1, 2, 3] * 8, 2048, 512, groups=4)  # pairs of two experts: own B each
+        # Pairs sharing B: (0, 0) shares; (1, padding), (padding, 2), (out of range, 2): idle blocks.
+        yield lambda: contiguous([0, 0, 1, -1, -1, 2, 5, 2] * 4, 2048, 512, groups=3)
         yield lambda: masked([1024, 900, 5, 1024], 1024, 2048, 512, expected_m=512)
 
 
