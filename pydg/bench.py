@@ -420,6 +420,7 @@ class Bench:
     deadline: float | None
     cublas_variant: int = 0  # the blockwise variant that worked last: tried first next time
     pydg_failures: list[str] = field(default_factory=list)
+    extra_shapes: list[tuple[int, int, int]] | None = None  # --shapes: the 'shapes' section's list
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
@@ -699,7 +700,7 @@ def section_dense(bench: Bench) -> None:
 
 
 def section_shapes(bench: Bench) -> None:
-    records = run_dense_section(bench, "shapes", EXTRA_SHAPES,
+    records = run_dense_section(bench, "shapes", bench.extra_shapes or EXTRA_SHAPES,
                                 lambda m, n, k: scaled_iters(gemm_flops(m, n, k), bench.iters))
     summary = dense_summary(records)
     bench.report.data["summary"]["shapes"] = summary
@@ -1038,6 +1039,17 @@ def bench_title() -> str:
 
 # -------------------------------------------------------------------------------------------- CLI
 
+def shape_list(text: str) -> list[tuple[int, int, int]]:
+    """'1,2048,2048;37,2048,2048' -> [(1, 2048, 2048), (37, 2048, 2048)]."""
+    try:
+        shapes = [tuple(int(v) for v in item.split(",")) for item in text.split(";") if item.strip()]
+    except ValueError:
+        shapes = []
+    if not shapes or any(len(shape) != 3 or min(shape) < 1 for shape in shapes):
+        raise argparse.ArgumentTypeError(f"expected M,N,K[;M,N,K...] of positive ints, got {text!r}")
+    return shapes
+
+
 def build_parser() -> argparse.ArgumentParser:
     def sections(text: str) -> list[str]:
         try:
@@ -1055,6 +1067,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", metavar="PNG", help="bar chart of TFLOPS per dense shape (needs matplotlib)")
     parser.add_argument("--iters", type=int, default=DEFAULT_ITERS, help=f"timed calls per measurement "
                         f"(default {DEFAULT_ITERS}; 'shapes' uses fewer for big GEMMs)")
+    parser.add_argument("--shapes", type=shape_list, default=None, metavar="M,N,K[;M,N,K...]",
+                        help="the dense shapes of the 'shapes' section (default: the 54 of EXTRA_SHAPES)")
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="stop starting new shapes after this many seconds (the rest are recorded as skipped)")
     return parser
@@ -1090,7 +1104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{metadata['driver']}, torch {metadata['torch']}, NVRTC {metadata['nvrtc']}; DeepGEMM: "
           f"{'present' if deep_gemm is not None else 'absent (' + str(dg_error)[:120] + ')'}", flush=True)
     deadline = time.monotonic() + args.max_seconds if args.max_seconds else None
-    bench = Bench(torch, pydg, Timer(torch), deep_gemm, args.iters, Report(args.json, metadata), deadline)
+    bench = Bench(torch, pydg, Timer(torch), deep_gemm, args.iters, Report(args.json, metadata), deadline,
+                  extra_shapes=args.shapes)
     runners = {"dense": section_dense, "grouped": section_grouped, "host": section_host, "shapes": section_shapes}
     for section in args.what:
         started = time.monotonic()

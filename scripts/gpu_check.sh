@@ -97,6 +97,18 @@ if [ "$what" = profile ]; then
     done
   done > "$OUT/profile.txt" 2>&1
   grep -E "^==== |pydg_fp8_gemm|sm90_fp8_gemm|Duration|Compute \(SM\) Throughput|Memory Throughput" "$OUT/profile.txt"
+  # PYDG_PROFILE_SOURCE=1: the first shape's warp-stall samples per SASS instruction, one CSV per
+  # kernel ($OUT/source_<kernel>.csv; scripts/stall_report.py sums them by code region).
+  if [ "${PYDG_PROFILE_SOURCE:-0}" = 1 ]; then
+    for kernel in "${kernels[@]}"; do
+      ncu --kernel-name regex:"$kernel" --launch-skip 3 --launch-count 1 --section SourceCounters \
+        --section WarpStateStats -f -o "/tmp/source_$kernel" python3 scripts/profile_shape.py "${shapes[0]}" "${dg[@]}" \
+        > "/tmp/source_$kernel.log" 2>&1 || tail -n 20 "/tmp/source_$kernel.log"
+      ncu -i "/tmp/source_$kernel.ncu-rep" --page source --csv --print-source sass > "$OUT/source_$kernel.csv" 2>&1 ||
+        ncu -i "/tmp/source_$kernel.ncu-rep" --page source --csv > "$OUT/source_$kernel.csv" 2>&1
+      echo "source_$kernel.csv: $(wc -l < "$OUT/source_$kernel.csv") lines"
+    done
+  fi
   exit 0
 fi
 

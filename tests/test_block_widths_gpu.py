@@ -46,3 +46,36 @@ def test_every_tile_of_this_width(block_n):
         torch.cuda.synchronize()
         assert not out.isnan().any(), plan.summary()
         assert calc_diff(torch, out, reference) <= DIFF_LIMIT, plan.summary()
+
+
+@pytest.mark.parametrize("m", [1, 15, 16, 17, 40, 47])
+def test_short_a_loads_only_its_rows(m):
+    """A dense A of fewer rows than a 64-row tile loads M rounded up to 16 (GemmPlan.a_rows); wgmma
+    reads the rest of its slot as stale bytes. A GEMM of NaN inputs runs first on every SM, so the
+    stale rows hold NaN: the output rows they feed are past M and must never be stored, and the
+    rows before M must equal those of the full 64-row box bit for bit. `out` is the first M rows of
+    a NaN buffer whose later rows must stay NaN."""
+    torch = torch_module()
+    n, k = 2048 + 16, 640
+    a, sa = quantized_pair(torch, m, k, per_block=False)
+    b, sb = quantized_pair(torch, n, k, per_block=True)
+    reference = dequantize(torch, a, sa, False) @ dequantize(torch, b, sb, True).T
+    plans = [p for p in candidate_plans("dense", m, n, k, 1, pydg.get_num_sms()) if p.cluster_size == 1]
+    short = [p for p in plans if p.a_rows]
+    assert short and all(p.a_rows == (m + 15) // 16 * 16 for p in short)
+    # An overlapped width and a one-accumulator width that straddles B's scale blocks.
+    chosen = [next(p for p in short if p.block_n == 16), next(p for p in short if p.block_n == 112)]
+    poison_a = torch.full((4096, k), 0x7F, dtype=torch.uint8, device="cuda").view(torch.float8_e4m3fn)
+    poison_sa = torch.full((k // 128, 4096), float("nan"), device="cuda").t()
+    for plan in chosen:
+        results = []
+        for variant in (plan, replace(plan, a_rows=0)):
+            pydg.gemm_fp8_fp8_bf16_nt((poison_a, poison_sa), (b, sb), nan_like(torch, (4096, n)))
+            buffer = nan_like(torch, (m + 64, n))
+            launch_plan(torch, variant, (a, sa, b, sb, buffer[:m]))
+            torch.cuda.synchronize()
+            assert not buffer[:m].isnan().any(), variant.summary()
+            assert buffer[m:].isnan().all(), variant.summary()
+            assert calc_diff(torch, buffer[:m], reference) <= DIFF_LIMIT, variant.summary()
+            results.append(buffer[:m])
+        assert torch.equal(results[0], results[1]), plan.summary()

@@ -214,3 +214,24 @@ def test_smem_holds_the_tiles_b_scales():
     # B's scales of a whole tile (every 128 of K) live in shared memory: longer K, more bytes.
     assert smem_bytes(256, 128, 3, 16384) - smem_bytes(256, 128, 3, 2048) == (128 - 16) * 4
     assert smem_bytes(128, 176, 4, 7168) - smem_bytes(128, 176, 4, 128) == 3 * 56 * 4 - 16  # 16-byte rounded
+
+
+@pytest.mark.parametrize("m,rows", [(1, 16), (16, 16), (17, 32), (37, 48), (63, 64), (64, 64)])
+def test_short_dense_a_loads_its_rows_rounded_to_16(m, rows):
+    for plan in candidate_plans("dense", m, 2048, 7168, 1, 132):
+        assert plan.a_box_rows == (rows if plan.block_m == 64 else plan.block_m), plan.summary()
+        assert plan.a_rows == (0 if plan.a_box_rows == plan.block_m else rows)
+        assert plan.defines()["PYDG_A_ROWS"] == str(plan.a_box_rows)
+    # Grouped layouts keep the whole box (a masked group's rows are known only to the GPU).
+    assert all(not p.a_rows for p in candidate_plans("masked", 32, 2048, 7168, 2, 132, expected_m=8))
+
+
+def test_plan_validation_rejects_illegal_a_rows():
+    plan = choose_plan("dense", 20, 2048, 7168, 1, 132)
+    assert plan.a_rows == 32
+    for bad in (16, 24, 64, 80):  # below M, not a multiple of 16, the whole tile, past it
+        with pytest.raises(ValueError, match="a_rows"):
+            replace(plan, a_rows=bad).validate()
+    with pytest.raises(ValueError, match="a_rows"):
+        replace(choose_plan("dense", 4096, 2048, 7168, 1, 132), a_rows=32).validate()
+    replace(plan, a_rows=48).validate()

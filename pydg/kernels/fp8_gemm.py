@@ -42,12 +42,12 @@ def tensor_map_specs(plan: GemmPlan, ops: GemmOperands) -> tuple[TensorMapSpec, 
     b_group = ops.b.strides[0] if groups_b > 1 else b_row * n
     m_aligned = align(m, 4)
     return (
-        TensorMapSpec("lhs data", "uint8", ops.a.ptr, (k, m, groups_a), (a_row, a_group), (BLOCK_K, plan.block_m, 1),
+        TensorMapSpec("lhs data", "uint8", ops.a.ptr, (k, m, groups_a), (a_row, a_group), (BLOCK_K, plan.a_box_rows, 1),
                       swizzle="128B"),
         TensorMapSpec("rhs data", "uint8", ops.b.ptr, (k, n, groups_b), (b_row, b_group), (BLOCK_K, plan.block_n, 1),
                       swizzle="128B"),
         TensorMapSpec("lhs scales", "float32", ops.sa.ptr, (m, k_blocks, groups_a),
-                      (m_aligned * 4, m_aligned * k_blocks * 4), (plan.block_m, 1, 1), l2_promotion="none"),
+                      (m_aligned * 4, m_aligned * k_blocks * 4), (plan.a_box_rows, 1, 1), l2_promotion="none"),
         # Stored in chunks of output_chunk_cols columns; 64-column chunks are 128-byte rows, swizzled
         # as the kernel's OutputTile wrote them.
         TensorMapSpec("out", "bfloat16", ops.out.ptr, (n, m, groups_a), (n * 2, m * n * 2),

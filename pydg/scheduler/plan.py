@@ -46,6 +46,9 @@ class GemmPlan:
     (block_m <= 128, block_n a divisor of 128). Timed against the one-accumulator loop on the
     H100 in one process (scripts/plan_sweep.py --plain): 0-3% faster on tiles 64 or more wide,
     within +-1.5% on narrower ones.
+    a_rows: rows of A (and of its scales) each stage loads, 0 for all block_m. A dense A of fewer
+    rows than a 64-row tile loads only those rounded up to 16 (a_box_rows): the rest of the box
+    would be TMA's zero fill, time spent on output rows that are never stored.
     """
 
     mode: str
@@ -64,6 +67,7 @@ class GemmPlan:
     expected_m: int
     block_k: int = field(default=BLOCK_K)
     overlap_promotion: bool = False
+    a_rows: int = 0
 
     @property
     def num_math_groups(self) -> int:
@@ -79,6 +83,11 @@ class GemmPlan:
         compile (64x112, 2-core machine), past the 3 s a kernel may take, where the one-accumulator
         loop's take 0.7 s."""
         return self.block_m <= 128 and 128 % self.block_n == 0
+
+    @property
+    def a_box_rows(self) -> int:
+        """Rows of the TMA box of A and of A's scales."""
+        return self.a_rows or self.block_m
 
     @property
     def swizzled_output(self) -> bool:
@@ -144,6 +153,7 @@ class GemmPlan:
             "PYDG_INNER_IS_M": "true" if self.inner_axis == "m" else "false",
             "PYDG_OVERLAP_PROMOTION": "true" if self.overlap_promotion else "false",
             "PYDG_SMEM_BYTES": str(self.smem_bytes),
+            "PYDG_A_ROWS": str(self.a_box_rows),
         }
 
     def summary(self) -> str:
@@ -151,7 +161,8 @@ class GemmPlan:
         return (f"{self.mode} block {self.block_m}x{self.block_n}x{self.block_k}, {self.num_stages} stages, "
                 f"{cluster}, {self.num_sms} SMs, {self.num_tiles} tiles ({self.waves:.2f} waves), "
                 f"raster {self.inner_axis}-inner band {self.band}, {self.smem_bytes} B smem"
-                + (", overlapped promotion" if self.overlap_promotion else ""))
+                + (", overlapped promotion" if self.overlap_promotion else "")
+                + (f", {self.a_rows} rows of A loaded" if self.a_rows else ""))
 
     def validate(self) -> None:
         """Internal consistency; heuristics only emit plans that pass (tests check every one)."""
@@ -181,6 +192,9 @@ class GemmPlan:
                 problems.append("multicast b needs dense or contiguous, m inner and an even number of m blocks")
         elif self.multicast != "none":
             problems.append("multicast without a cluster")
+        if self.a_rows and not (self.mode == "dense" and self.block_m == 64 and self.a_rows % 16 == 0
+                                and self.m <= self.a_rows < self.block_m):
+            problems.append(f"a_rows {self.a_rows}: only a dense block_m 64 whose M fits, a multiple of 16 below 64")
         if self.overlap_promotion and not self.allows_overlap:
             problems.append("overlapped promotion needs block_m <= 128 and a block_n that divides 128")
         if problems:
