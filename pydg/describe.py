@@ -51,7 +51,7 @@ class CallPlan:
     block_k: int
     num_stages: int
     overlap_promotion: bool        # the next 128 of K's wgmma is issued before this one is promoted
-    a_rows: int                    # rows of A each stage loads (block_m, or M rounded up to 16 below it)
+    tail_rows: int                 # rows of A the last block loads when a dense M ends inside it (0: none)
     cluster_size: int
     multicast: str                 # which operand a cluster pair loads once for both: "a", "b", "none"
     inner_axis: str                # tiles walk along this axis inside a band ("m" or "n")
@@ -100,7 +100,7 @@ class CallPlan:
             f"CallPlan: {self.mode} GEMM {rows}={self.m} N={self.n} K={self.k}{groups}{hint}",
             f"  block         {self.block_m} x {self.block_n} x {self.block_k} (M x N x K), {self.num_stages} stages, "
             f"{'overlapped promotion, ' if self.overlap_promotion else ''}"
-            f"{f'{self.a_rows} rows of A loaded, ' if self.a_rows != self.block_m else ''}"
+            f"{f'last block loads {self.tail_rows} rows of A, ' if self.tail_rows else ''}"
             f"{self.block[0]} threads",
             f"  cluster       {cluster}",
             f"  raster        {self.inner_axis}-inner, bands of {self.band} blocks",
@@ -120,7 +120,7 @@ class CallPlan:
 
 
 def _tensor_map_line(spec: TensorMapSpec) -> str:
-    return (f"{spec.name:<10} {spec.dtype:<8} dims {spec.global_dims} strides {spec.global_strides} B "
+    return (f"{spec.name:<17} {spec.dtype:<8} dims {spec.global_dims} strides {spec.global_strides} B "
             f"box {spec.box_dims} elem strides {spec.strides_or_ones()} swizzle {spec.swizzle} "
             f"interleave {spec.interleave} L2 {spec.l2_promotion} OOB {spec.oob_fill} "
             f"address {spec.global_address:#x}")
@@ -177,7 +177,7 @@ def call_plan(plan: GemmPlan, tensor_maps: tuple[TensorMapSpec, ...], kernel=Non
         mode=plan.mode, m=plan.m, n=plan.n, k=plan.k, num_groups=plan.num_groups,
         expected_m=plan.expected_m if plan.mode == "masked" else None,
         block_m=plan.block_m, block_n=plan.block_n, block_k=plan.block_k, num_stages=plan.num_stages,
-        overlap_promotion=plan.overlap_promotion, a_rows=plan.a_box_rows,
+        overlap_promotion=plan.overlap_promotion, tail_rows=plan.tail_rows,
         cluster_size=plan.cluster_size, multicast=plan.multicast, inner_axis=plan.inner_axis, band=plan.band,
         sms_available=sms_available, sms_used=sms, num_tiles=tiles, waves=tiles / sms,
         last_wave_utilisation=(last / sms if last else 1.0) if tiles else 0.0,

@@ -3,8 +3,7 @@ what the heuristic should pick.
 usage: python scripts/plan_sweep.py [--all] [--plain] SHAPE [SHAPE ...]
 SHAPE: M,N,K (dense), contiguous:G,M,N,K or masked:G,M,N,K (M rows per group; masked: every group full)
 --all: every candidate, not the model's top 10; --plain: each plan with overlapped promotion is timed
-again with the one-accumulator loop. The first plans that load fewer rows of A than their tile
-(GemmPlan.a_rows) are timed again with the full box.
+again with the one-accumulator loop.
 Every plan's output is compared with pydg's own call first (calc_diff printed)."""
 import sys
 from dataclasses import replace
@@ -87,8 +86,6 @@ def sweep(spec: str, every=False, plain=False):
     plans = [chosen, single, *pairs] + plans
     if plain:
         plans += [replace(plan, overlap_promotion=False) for plan in plans if plan.overlap_promotion]
-    # Plans that load fewer rows of A than the tile has, again with the whole 64-row box.
-    plans += [replace(plan, a_rows=0) for plan in plans[:5] if plan.a_rows]
     results = []
     flops = 2 * (groups * m if mode == "masked" else m) * n * k  # contiguous: m is already M_sum
     for plan in plans:

@@ -48,34 +48,44 @@ def test_every_tile_of_this_width(block_n):
         assert calc_diff(torch, out, reference) <= DIFF_LIMIT, plan.summary()
 
 
-@pytest.mark.parametrize("m", [1, 15, 16, 17, 40, 47])
-def test_short_a_loads_only_its_rows(m):
-    """A dense A of fewer rows than a 64-row tile loads M rounded up to 16 (GemmPlan.a_rows); wgmma
-    reads the rest of its slot as stale bytes. A GEMM of NaN inputs runs first on every SM, so the
-    stale rows hold NaN: the output rows they feed are past M and must never be stored, and the
-    rows before M must equal those of the full 64-row box bit for bit. `out` is the first M rows of
-    a NaN buffer whose later rows must stay NaN."""
+
+def _tail_plans(m: int, n: int, k: int):
+    """The heuristic's plan and, per block height and cluster form, the first candidate (two widths
+    for 64-row tiles: an overlapped and a straddling one-accumulator loop)."""
+    plans = {}
+    for plan in candidate_plans("dense", m, n, k, 1, pydg.get_num_sms()):
+        key = (plan.block_m, plan.cluster_size, plan.multicast, plan.block_n in (16, 112))
+        plans.setdefault(key, plan)
+    return list(plans.values())
+
+
+@pytest.mark.parametrize("m", [1, 15, 17, 47, 300, 1000])
+def test_partial_last_block_loads_only_its_rows(m):
+    """Where a dense M ends inside its last block of rows, that block loads the rows left rounded up
+    to 16 (GemmPlan.tail_rows); wgmma reads the rest of its slots as stale bytes. A GEMM of NaN
+    inputs runs first on every SM, so that the stale rows hold NaN: the output rows they feed are
+    past M and must never be stored, and rows before M must equal, bit for bit, those of the same
+    plan on A padded to whole blocks (which loads whole boxes). `out` is the first M rows of a NaN
+    buffer whose later rows must stay NaN."""
     torch = torch_module()
     n, k = 2048 + 16, 640
-    a, sa = quantized_pair(torch, m, k, per_block=False)
     b, sb = quantized_pair(torch, n, k, per_block=True)
+    plans = _tail_plans(m, n, k)
+    assert all(p.tail_rows for p in plans) and {p.block_m for p in plans} >= ({64} if m < 128 else {64, 128, 256})
+    full_rows = max(-(-m // p.block_m) * p.block_m for p in plans)
+    a_full, sa_full = quantized_pair(torch, full_rows, k, per_block=False)
+    a, sa = a_full[:m], pydg.get_col_major_tma_aligned_tensor(sa_full[:m].contiguous())
     reference = dequantize(torch, a, sa, False) @ dequantize(torch, b, sb, True).T
-    plans = [p for p in candidate_plans("dense", m, n, k, 1, pydg.get_num_sms()) if p.cluster_size == 1]
-    short = [p for p in plans if p.a_rows]
-    assert short and all(p.a_rows == (m + 15) // 16 * 16 for p in short)
-    # An overlapped width and a one-accumulator width that straddles B's scale blocks.
-    chosen = [next(p for p in short if p.block_n == 16), next(p for p in short if p.block_n == 112)]
     poison_a = torch.full((4096, k), 0x7F, dtype=torch.uint8, device="cuda").view(torch.float8_e4m3fn)
     poison_sa = torch.full((k // 128, 4096), float("nan"), device="cuda").t()
-    for plan in chosen:
-        results = []
-        for variant in (plan, replace(plan, a_rows=0)):
-            pydg.gemm_fp8_fp8_bf16_nt((poison_a, poison_sa), (b, sb), nan_like(torch, (4096, n)))
-            buffer = nan_like(torch, (m + 64, n))
-            launch_plan(torch, variant, (a, sa, b, sb, buffer[:m]))
-            torch.cuda.synchronize()
-            assert not buffer[:m].isnan().any(), variant.summary()
-            assert buffer[m:].isnan().all(), variant.summary()
-            assert calc_diff(torch, buffer[:m], reference) <= DIFF_LIMIT, variant.summary()
-            results.append(buffer[:m])
-        assert torch.equal(results[0], results[1]), plan.summary()
+    for plan in plans:
+        pydg.gemm_fp8_fp8_bf16_nt((poison_a, poison_sa), (b, sb), nan_like(torch, (4096, n)))
+        buffer = nan_like(torch, (m + 256, n))
+        launch_plan(torch, plan, (a, sa, b, sb, buffer[:m]))
+        whole = nan_like(torch, (full_rows, n))
+        launch_plan(torch, replace(plan, m=full_rows), (a_full, sa_full, b, sb, whole))
+        torch.cuda.synchronize()
+        assert not buffer[:m].isnan().any(), plan.summary()
+        assert buffer[m:].isnan().all(), plan.summary()
+        assert calc_diff(torch, buffer[:m], reference) <= DIFF_LIMIT, plan.summary()
+        assert torch.equal(buffer[:m], whole[:m]), plan.summary()

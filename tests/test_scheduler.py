@@ -8,6 +8,8 @@ from pydg.scheduler import candidate_plans, choose_plan
 from pydg.scheduler.heuristics import rolled_k_loop
 from pydg.scheduler.plan import MAX_SMEM_BYTES, GemmPlan, b_scale_blocks_per_tile, smem_bytes
 from pydg.scheduler.tiles import cta_tiles
+from pydg.describe import default_operands
+from pydg.kernels.fp8_gemm import tensor_map_specs
 from pydg.utils import ceil_div
 
 
@@ -216,22 +218,23 @@ def test_smem_holds_the_tiles_b_scales():
     assert smem_bytes(128, 176, 4, 7168) - smem_bytes(128, 176, 4, 128) == 3 * 56 * 4 - 16  # 16-byte rounded
 
 
-@pytest.mark.parametrize("m,rows", [(1, 16), (16, 16), (17, 32), (37, 48), (63, 64), (64, 64)])
-def test_short_dense_a_loads_its_rows_rounded_to_16(m, rows):
-    for plan in candidate_plans("dense", m, 2048, 7168, 1, 132):
-        assert plan.a_box_rows == (rows if plan.block_m == 64 else plan.block_m), plan.summary()
-        assert plan.a_rows == (0 if plan.a_box_rows == plan.block_m else rows)
-        assert plan.defines()["PYDG_A_ROWS"] == str(plan.a_box_rows)
-    # Grouped layouts keep the whole box (a masked group's rows are known only to the GPU).
-    assert all(not p.a_rows for p in candidate_plans("masked", 32, 2048, 7168, 2, 132, expected_m=8))
+
+@pytest.mark.parametrize("m,block_m,rows", [(1, 64, 16), (16, 64, 16), (17, 64, 32), (37, 64, 48), (63, 64, 0),
+                                            (64, 64, 0), (300, 64, 48), (300, 128, 48), (1000, 256, 240), (1010, 256, 0),
+                                            (6000, 256, 112), (4097, 256, 16)])
+def test_partial_last_block_loads_the_rows_left_rounded_to_16(m, block_m, rows):
+    plan = next(p for p in candidate_plans("dense", m, 2048, 7168, 1, 132) if p.block_m == block_m)
+    assert plan.tail_rows == rows
+    assert ("last block loads" in plan.summary()) == bool(rows)
+    # The kernel's parameters: A's and its scales' tail maps come last, with boxes of those rows.
+    specs = tensor_map_specs(plan, default_operands("dense", m, 2048, 7168, 1))
+    assert len(specs) == (6 if rows else 4)
+    if rows:
+        assert specs[4].box_dims == (128, rows, 1) and specs[5].box_dims == (rows, 1, 1)
+        assert specs[4].global_dims == specs[0].global_dims and specs[5].global_dims == specs[2].global_dims
 
 
-def test_plan_validation_rejects_illegal_a_rows():
-    plan = choose_plan("dense", 20, 2048, 7168, 1, 132)
-    assert plan.a_rows == 32
-    for bad in (16, 24, 64, 80):  # below M, not a multiple of 16, the whole tile, past it
-        with pytest.raises(ValueError, match="a_rows"):
-            replace(plan, a_rows=bad).validate()
-    with pytest.raises(ValueError, match="a_rows"):
-        replace(choose_plan("dense", 4096, 2048, 7168, 1, 132), a_rows=32).validate()
-    replace(plan, a_rows=48).validate()
+def test_grouped_layouts_load_whole_boxes():
+    # A masked group's rows are known only to the GPU; a contiguous M_sum is whole blocks.
+    assert all(not p.tail_rows for p in candidate_plans("masked", 32, 2048, 7168, 2, 132, expected_m=8))
+    assert all(not p.tail_rows for p in candidate_plans("contiguous", 8192 + 64, 2048, 7168, 4, 132))

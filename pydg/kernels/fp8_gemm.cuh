@@ -19,15 +19,16 @@ constexpr uint32_t kWgmmaK = 32;   // K of one FP8 wgmma
 // (one math group: 128 x 248 + 128 x 40; two: 256 x 232 + 128 x 40; both within 64K).
 constexpr uint32_t kProducerRegisters = 40;
 
-template <uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kNumSbFloats, uint32_t kARows>
+template <uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kNumSbFloats>
 struct SmemLayout {
     // Everything TMA writes with 128-byte swizzling must start on a 1024-byte boundary.
     static constexpr uint32_t kDBytes = kBlockM * kBlockN * 2;
     static constexpr uint32_t kABytes = kBlockM * kBlockK;
     static constexpr uint32_t kBBytes = kBlockN * kBlockK;
     static constexpr uint32_t kSaBytes = kBlockM * 4;
-    // TMA bytes per stage: the first kARows rows of A's and its scales' slots are loaded (see kARows).
-    static constexpr uint32_t kStageBytes = kARows * kBlockK + kBBytes + kARows * 4;
+    // TMA bytes per stage when the first `a_rows` rows of A's and its scales' slots are loaded.
+    static constexpr uint32_t stage_bytes(uint32_t a_rows) { return a_rows * (kBlockK + 4) + kBBytes; }
+    static constexpr uint32_t kStageBytes = stage_bytes(kBlockM);
     static constexpr uint32_t kAOffset = kDBytes;
     static constexpr uint32_t kBOffset = kAOffset + kNumStages * kABytes;
     static constexpr uint32_t kSaOffset = kBOffset + kNumStages * kBBytes;
@@ -96,8 +97,9 @@ DEVICE void with_constant(uint32_t value, const F& f) {
 
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kShapeN,
           uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM, bool kOverlapPromotion,
-          uint32_t kSmemBytes, uint32_t kARows>
+          uint32_t kSmemBytes>
 DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma_sa, const TmaMap& tma_d,
+                     const TmaMap& tma_a_tail, const TmaMap& tma_sa_tail,
                      const float* __restrict__ scales_b, uint8_t* d_ptr, const int* grouping, uint32_t shape_m,
                      uint32_t num_groups, uint32_t band) {
     // One math warpgroup per 64 rows up to two; a 256-row tile gives each warpgroup two 64-row
@@ -115,19 +117,12 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     constexpr uint32_t kSplitStep = gcd(kBlockN, 128);
     constexpr uint32_t kNumSbPerTile = (128 - kSplitStep + kBlockN + 127) / 128;
     constexpr uint32_t kLastSplit = kBlockN < 128 ? kBlockN : 128;
-    using Layout = SmemLayout<kBlockM, kBlockN, kNumStages, kNumSbPerTile * kNumKBlocks, kARows>;
+    using Layout = SmemLayout<kBlockM, kBlockN, kNumStages, kNumSbPerTile * kNumKBlocks>;
     using Out = OutputTile<kBlockM, kBlockN>;
     using Wgmma = WgmmaFp8<kBlockN>;
     static_assert(kBlockM == 64 || kBlockM == 128 || kBlockM == 256, "block_m");
     static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "block_n");
     static_assert(kClusterSize == 1 || kClusterSize == 2, "cluster size");
-    // kARows: rows of A (and of its scales) each stage loads. A dense A shorter than one 64-row tile
-    // loads only its rows rounded up to 16: the box's rows past M would be TMA zero fill, which
-    // the H100 pays for (1 x 2048 x 18432 took 36.9 us with a 64-row box, 37 x 2048 x 18432 28.5).
-    // wgmma still reads all 64 rows of the slot; rows past kARows hold stale bytes, and so do the
-    // accumulator rows they feed, which are past M: the TMA store clips them (wgmma's rows do not
-    // mix, so real rows never see them).
-    static_assert(kARows == kBlockM || (kBlockM == 64 && kARows % 16 == 0 && kARows > 0 && kARows < 64), "a rows");
     // kSmemBytes is what the launch gives (plan.py smem_bytes, which mirrors Layout).
     static_assert(Layout::kTotalBytes <= kSmemBytes, "the plan's shared memory is smaller than the layout");
     static_assert(!kOverlapPromotion || kNumSubBlocks == 1, "overlapped promotion: one sub-block per warpgroup");
@@ -158,6 +153,8 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
         tma_prefetch_map(&tma_b);
         tma_prefetch_map(&tma_sa);
         tma_prefetch_map(&tma_d);
+        tma_prefetch_map(&tma_a_tail);
+        tma_prefetch_map(&tma_sa_tail);
         for (uint32_t s = 0; s < kNumStages; ++s) {
             // One arrival: the producer's expect_tx; the TMA bytes complete the phase.
             mbar_init(&full[s], 1);
@@ -182,10 +179,22 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
         registers_decrease<kProducerRegisters>();
         // One elected lane of the first producer warp (see elect_one).
         if (__shfl_sync(0xffffffff, warp, 0) == kNumMathThreads / 32 && elect_one()) {
+            // A dense A that ends inside its last block of rows loads only that block's rows rounded
+            // up to 16 (tma_a_tail, tma_sa_tail: boxes of that many rows). A full box would be mostly
+            // TMA's zero fill, and the H100 pays for it: the one-wave 300 x 2048 x 18432 ran 46.3 us
+            // against 39.7 for 320 rows, 1 x 2048 x 18432 39.3 us against 28.3 (plan.py tail_rows).
+            // wgmma still reads the whole slot: the rows past the box hold stale bytes, which feed
+            // only accumulator rows past M (wgmma's rows do not mix), and the TMA store clips those.
+            const uint32_t tail_rows = kMode == kDense ? (shape_m % kBlockM + 15) / 16 * 16 : 0;
+            const uint32_t tail_block = tail_rows != 0 && tail_rows < kBlockM ? shape_m / kBlockM : ~0u;
             uint32_t stage = 0, phase = 0;
             while (scheduler.next(tile)) {
                 if (tile.skip)
                     continue;
+                const bool tail = tile.m_block == tail_block;
+                const TmaMap* map_a = tail ? &tma_a_tail : &tma_a;
+                const TmaMap* map_sa = tail ? &tma_sa_tail : &tma_sa;
+                const uint32_t stage_bytes = tail ? Layout::stage_bytes(tail_rows) : Layout::kStageBytes;
                 const int m_row = tile.m_block * kBlockM;
                 const int n_row = tile.n_block * kBlockN;
                 const int group_a = kMode == kMasked ? tile.group : 0;
@@ -198,7 +207,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                         advance_stage<kNumStages>(stage, phase);
                         continue;
                     }
-                    mbar_arrive_expect_tx(bar, Layout::kStageBytes);
+                    mbar_arrive_expect_tx(bar, stage_bytes);
                     uint8_t* a_dst = smem_a + stage * Layout::kABytes;
                     uint8_t* b_dst = smem_b + stage * Layout::kBBytes;
                     float* sa_dst = smem_sa + stage * kBlockM;
@@ -206,12 +215,12 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     // In a pair, rank 0 loads the shared operand into both CTAs; each loads its own other one.
                     if (kMulticastA) {
                         if (cta_rank == 0) {
-                            tma_load_3d_multicast(&tma_a, bar, a_dst, k, m_row, group_a, 0x3);
-                            tma_load_3d_multicast(&tma_sa, bar, sa_dst, m_row, kb, group_a, 0x3);
+                            tma_load_3d_multicast(map_a, bar, a_dst, k, m_row, group_a, 0x3);
+                            tma_load_3d_multicast(map_sa, bar, sa_dst, m_row, kb, group_a, 0x3);
                         }
                     } else {
-                        tma_load_3d(&tma_a, bar, a_dst, k, m_row, group_a);
-                        tma_load_3d(&tma_sa, bar, sa_dst, m_row, kb, group_a);
+                        tma_load_3d(map_a, bar, a_dst, k, m_row, group_a);
+                        tma_load_3d(map_sa, bar, sa_dst, m_row, kb, group_a);
                     }
                     if (kMulticastB && !tile.own_b) {
                         if (cta_rank == 0)

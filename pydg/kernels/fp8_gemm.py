@@ -9,7 +9,10 @@ from pydg.tma.spec import TensorMapSpec
 from pydg.utils import align, ceil_div
 
 # Parameter slots of pydg_fp8_gemm (fp8_gemm.cu).
-MAP_A, MAP_B, MAP_SA, MAP_D, PTR_SB, PTR_D, PTR_GROUPING, SHAPE_M, NUM_GROUPS, BAND = range(10)
+(MAP_A, MAP_B, MAP_SA, MAP_D, MAP_A_TAIL, MAP_SA_TAIL, PTR_SB, PTR_D, PTR_GROUPING, SHAPE_M, NUM_GROUPS,
+ BAND) = range(12)
+# Each map's slot and the pointer (index into the pointers of a call) it is encoded from.
+MAP_POINTERS = ((MAP_A, 0), (MAP_SA, 1), (MAP_B, 2), (MAP_D, 4), (MAP_A_TAIL, 0), (MAP_SA_TAIL, 1))
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,9 @@ def _row_bytes(info: ArrayInfo, itemsize: int, default: int) -> int:
 
 def tensor_map_specs(plan: GemmPlan, ops: GemmOperands) -> tuple[TensorMapSpec, ...]:
     """A, B, A's scales and D as 3-D maps (innermost first); the third dimension is the group
-    (1 where the operand is not grouped). Addresses are the operands' current pointers."""
+    (1 where the operand is not grouped). Addresses are the operands' current pointers. Where a
+    dense M ends inside its last block of rows (plan.tail_rows), A and its scales again, with boxes
+    of that block's rows: the kernel's parameters in slot order."""
     m, n, k = plan.m, plan.n, plan.k
     k_blocks = ceil_div(k, BLOCK_K)
     groups_a = plan.num_groups if plan.mode == "masked" else 1
@@ -41,19 +46,27 @@ def tensor_map_specs(plan: GemmPlan, ops: GemmOperands) -> tuple[TensorMapSpec, 
     b_row = _row_bytes(ops.b, 1, k)
     b_group = ops.b.strides[0] if groups_b > 1 else b_row * n
     m_aligned = align(m, 4)
+
+    def lhs(name: str, rows: int) -> TensorMapSpec:
+        return TensorMapSpec(name, "uint8", ops.a.ptr, (k, m, groups_a), (a_row, a_group), (BLOCK_K, rows, 1),
+                             swizzle="128B")
+
+    def lhs_scales(name: str, rows: int) -> TensorMapSpec:
+        return TensorMapSpec(name, "float32", ops.sa.ptr, (m, k_blocks, groups_a),
+                             (m_aligned * 4, m_aligned * k_blocks * 4), (rows, 1, 1), l2_promotion="none")
+
+    tail = (lhs("lhs data tail", plan.tail_rows), lhs_scales("lhs scales tail", plan.tail_rows))
     return (
-        TensorMapSpec("lhs data", "uint8", ops.a.ptr, (k, m, groups_a), (a_row, a_group), (BLOCK_K, plan.a_box_rows, 1),
-                      swizzle="128B"),
+        lhs("lhs data", plan.block_m),
         TensorMapSpec("rhs data", "uint8", ops.b.ptr, (k, n, groups_b), (b_row, b_group), (BLOCK_K, plan.block_n, 1),
                       swizzle="128B"),
-        TensorMapSpec("lhs scales", "float32", ops.sa.ptr, (m, k_blocks, groups_a),
-                      (m_aligned * 4, m_aligned * k_blocks * 4), (plan.a_box_rows, 1, 1), l2_promotion="none"),
+        lhs_scales("lhs scales", plan.block_m),
         # Stored in chunks of output_chunk_cols columns; 64-column chunks are 128-byte rows, swizzled
         # as the kernel's OutputTile wrote them.
         TensorMapSpec("out", "bfloat16", ops.out.ptr, (n, m, groups_a), (n * 2, m * n * 2),
                       (plan.output_chunk_cols, plan.block_m, 1), swizzle="128B" if plan.swizzled_output else "none",
                       l2_promotion="none"),
-    )
+    ) + (tail if plan.tail_rows else ())
 
 
 class GemmLauncher:
@@ -75,7 +88,10 @@ class GemmLauncher:
         self.specs = tensor_map_specs(plan, ops)
         for spec in self.specs:
             spec.validate()
-        self._encoded = [None] * 4  # keeps each CUtensorMap alive while its bytes are in use
+        # Without a partial last block of rows the kernel never reads the tail slots: they get
+        # copies of A's maps rather than encodes of their own.
+        self._copies = {} if plan.tail_rows else {MAP_A: MAP_A_TAIL, MAP_SA: MAP_SA_TAIL}
+        self._encoded = [None] * len(self.specs)  # keeps each CUtensorMap alive while its bytes are in use
         self._pointers: tuple[int, ...] = ()
 
     def set_pointers(self, pointers: tuple[int, ...]) -> None:
@@ -85,10 +101,12 @@ class GemmLauncher:
         if pointers == self._pointers:
             return
         previous = self._pointers or (None,) * 6
-        for slot, arg in ((MAP_A, 0), (MAP_SA, 1), (MAP_B, 2), (MAP_D, 4)):
+        for slot, arg in MAP_POINTERS[:len(self.specs)]:
             if pointers[arg] != previous[arg]:
                 self._encoded[slot] = encode(self.specs[slot].with_address(pointers[arg]))
                 self.launch.set_tensor_map(slot, self._encoded[slot].getPtr())
+                if slot in self._copies:
+                    self.launch.set_tensor_map(self._copies[slot], self._encoded[slot].getPtr())
         self.launch.set_value(PTR_SB, pointers[3])
         self.launch.set_value(PTR_D, pointers[4])
         self.launch.set_value(PTR_GROUPING, pointers[5])

@@ -11,7 +11,7 @@ import math
 from dataclasses import replace
 
 from pydg.scheduler.plan import BLOCK_K, CONTIGUOUS_BLOCK_M_LIMIT, MAX_SMEM_BYTES, GemmPlan, smem_bytes
-from pydg.utils import align, ceil_div
+from pydg.utils import ceil_div
 
 # Constants fitted to plan sweeps on an H100 SXM (scripts/plan_sweep.py, 2026-11-23); only their
 # ratios steer choices.
@@ -64,12 +64,6 @@ def rolled_k_loop(block_n: int) -> bool:
     copy per start column modulo 128 (128 / gcd(block_n, 128) of them) and unrolls only up to 4 copies
     (fp8_gemm.cuh kUnroll: compile time)."""
     return 128 % block_n != 0 and 128 // math.gcd(block_n, 128) > 4
-
-
-def a_rows(mode: str, m: int, block_m: int) -> int:
-    """GemmPlan.a_rows: a dense A shorter than a 64-row tile loads its rows rounded up to 16."""
-    rows = align(m, 16)
-    return rows if mode == "dense" and block_m == 64 and rows < block_m else 0
 
 
 def tile_seconds(block_m: int, block_n: int, k: int, multicast: str) -> float:
@@ -138,7 +132,7 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
                             num_sms=num_sms - num_sms % 2 if num_sms > 1 else 1, expected_m=expected)
             for cluster_size, multicast, inner in _cluster_options(base, rows):
                 plan = replace(base, cluster_size=cluster_size, multicast=multicast, inner_axis=inner,
-                               overlap_promotion=base.allows_overlap, a_rows=a_rows(mode, m, block_m))
+                               overlap_promotion=base.allows_overlap)
                 if cluster_size == 1:
                     plan = replace(plan, num_sms=num_sms)
                 plan.validate()

@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass, field
 
 from pydg.layout import CONTIGUOUS_M_ALIGNMENT
-from pydg.utils import ceil_div
+from pydg.utils import align, ceil_div
 
 BLOCK_K = 128            # one scale block of K per pipeline stage
 MAX_SMEM_BYTES = 232448  # Hopper's opt-in shared memory per block (227 KiB)
@@ -46,9 +46,6 @@ class GemmPlan:
     (block_m <= 128, block_n a divisor of 128). Timed against the one-accumulator loop on the
     H100 in one process (scripts/plan_sweep.py --plain): 0-3% faster on tiles 64 or more wide,
     within +-1.5% on narrower ones.
-    a_rows: rows of A (and of its scales) each stage loads, 0 for all block_m. A dense A of fewer
-    rows than a 64-row tile loads only those rounded up to 16 (a_box_rows): the rest of the box
-    would be TMA's zero fill, time spent on output rows that are never stored.
     """
 
     mode: str
@@ -67,7 +64,6 @@ class GemmPlan:
     expected_m: int
     block_k: int = field(default=BLOCK_K)
     overlap_promotion: bool = False
-    a_rows: int = 0
 
     @property
     def num_math_groups(self) -> int:
@@ -85,9 +81,13 @@ class GemmPlan:
         return self.block_m <= 128 and 128 % self.block_n == 0
 
     @property
-    def a_box_rows(self) -> int:
-        """Rows of the TMA box of A and of A's scales."""
-        return self.a_rows or self.block_m
+    def tail_rows(self) -> int:
+        """Rows of A (and of its scales) that the last block of rows loads per stage when a dense M
+        ends inside it: the rows left, rounded up to 16 (0: no such block). A whole box would be
+        mostly TMA's zero fill, which costs the H100 time (fp8_gemm.cuh computes the same)."""
+        rest = self.m % self.block_m
+        rows = align(rest, 16)
+        return rows if self.mode == "dense" and rest and rows < self.block_m else 0
 
     @property
     def swizzled_output(self) -> bool:
@@ -153,7 +153,6 @@ class GemmPlan:
             "PYDG_INNER_IS_M": "true" if self.inner_axis == "m" else "false",
             "PYDG_OVERLAP_PROMOTION": "true" if self.overlap_promotion else "false",
             "PYDG_SMEM_BYTES": str(self.smem_bytes),
-            "PYDG_A_ROWS": str(self.a_box_rows),
         }
 
     def summary(self) -> str:
@@ -162,7 +161,7 @@ class GemmPlan:
                 f"{cluster}, {self.num_sms} SMs, {self.num_tiles} tiles ({self.waves:.2f} waves), "
                 f"raster {self.inner_axis}-inner band {self.band}, {self.smem_bytes} B smem"
                 + (", overlapped promotion" if self.overlap_promotion else "")
-                + (f", {self.a_rows} rows of A loaded" if self.a_rows else ""))
+                + (f", last block loads {self.tail_rows} rows of A" if self.tail_rows else ""))
 
     def validate(self) -> None:
         """Internal consistency; heuristics only emit plans that pass (tests check every one)."""
@@ -192,9 +191,6 @@ class GemmPlan:
                 problems.append("multicast b needs dense or contiguous, m inner and an even number of m blocks")
         elif self.multicast != "none":
             problems.append("multicast without a cluster")
-        if self.a_rows and not (self.mode == "dense" and self.block_m == 64 and self.a_rows % 16 == 0
-                                and self.m <= self.a_rows < self.block_m):
-            problems.append(f"a_rows {self.a_rows}: only a dense block_m 64 whose M fits, a multiple of 16 below 64")
         if self.overlap_promotion and not self.allows_overlap:
             problems.append("overlapped promotion needs block_m <= 128 and a block_n that divides 128")
         if problems:
