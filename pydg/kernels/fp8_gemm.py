@@ -55,7 +55,8 @@ def tensor_map_specs(plan: GemmPlan, ops: GemmOperands) -> tuple[TensorMapSpec, 
         return TensorMapSpec(name, "float32", ops.sa.ptr, (m, k_blocks, groups_a),
                              (m_aligned * 4, m_aligned * k_blocks * 4), (rows, 1, 1), l2_promotion="none")
 
-    tail = (lhs("lhs data tail", plan.tail_rows), lhs_scales("lhs scales tail", plan.tail_rows))
+    rows = plan.tail_rows
+    tail = (lhs("lhs data tail", rows), lhs_scales("lhs scales tail", rows)) if rows else ()
     return (
         lhs("lhs data", plan.block_m),
         TensorMapSpec("rhs data", "uint8", ops.b.ptr, (k, n, groups_b), (b_row, b_group), (BLOCK_K, plan.block_n, 1),
@@ -66,7 +67,7 @@ def tensor_map_specs(plan: GemmPlan, ops: GemmOperands) -> tuple[TensorMapSpec, 
         TensorMapSpec("out", "bfloat16", ops.out.ptr, (n, m, groups_a), (n * 2, m * n * 2),
                       (plan.output_chunk_cols, plan.block_m, 1), swizzle="128B" if plan.swizzled_output else "none",
                       l2_promotion="none"),
-    ) + (tail if plan.tail_rows else ())
+    ) + tail
 
 
 class GemmLauncher:
