@@ -52,6 +52,7 @@ class CallPlan:
     num_stages: int
     overlap_promotion: bool        # the next 128 of K's wgmma is issued before this one is promoted
     tail_rows: int                 # rows of A the last block loads when a dense M ends inside it (0: none)
+    output_held_stages: int        # stages whose A slots stage the output tile (0: an area of its own)
     cluster_size: int
     multicast: str                 # which operand a cluster pair loads once for both: "a", "b", "none"
     inner_axis: str                # tiles walk along this axis inside a band ("m" or "n")
@@ -101,6 +102,7 @@ class CallPlan:
             f"  block         {self.block_m} x {self.block_n} x {self.block_k} (M x N x K), {self.num_stages} stages, "
             f"{'overlapped promotion, ' if self.overlap_promotion else ''}"
             f"{f'last block loads {self.tail_rows} rows of A, ' if self.tail_rows else ''}"
+            f"{f'output staged in {self.output_held_stages} stages, ' if self.output_held_stages else ''}"
             f"{self.block[0]} threads",
             f"  cluster       {cluster}",
             f"  raster        {self.inner_axis}-inner, bands of {self.band} blocks",
@@ -178,6 +180,7 @@ def call_plan(plan: GemmPlan, tensor_maps: tuple[TensorMapSpec, ...], kernel=Non
         expected_m=plan.expected_m if plan.mode == "masked" else None,
         block_m=plan.block_m, block_n=plan.block_n, block_k=plan.block_k, num_stages=plan.num_stages,
         overlap_promotion=plan.overlap_promotion, tail_rows=plan.tail_rows,
+        output_held_stages=plan.held_stages,
         cluster_size=plan.cluster_size, multicast=plan.multicast, inner_axis=plan.inner_axis, band=plan.band,
         sms_available=sms_available, sms_used=sms, num_tiles=tiles, waves=tiles / sms,
         last_wave_utilisation=(last / sms if last else 1.0) if tiles else 0.0,

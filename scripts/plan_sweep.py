@@ -3,7 +3,8 @@ what the heuristic should pick.
 usage: python scripts/plan_sweep.py [--all] [--plain] SHAPE [SHAPE ...]
 SHAPE: M,N,K (dense), contiguous:G,M,N,K or masked:G,M,N,K (M rows per group; masked: every group full)
 --all: every candidate, not the model's top 10; --plain: each plan with overlapped promotion is timed
-again with the one-accumulator loop.
+again with the one-accumulator loop; --in-stages: each plan whose output tile can be staged in its
+stages' A slots is timed again the other way (toggled_output).
 Every plan's output is compared with pydg's own call first (calc_diff printed)."""
 import sys
 from dataclasses import replace
@@ -13,7 +14,7 @@ import torch
 import pydg
 from pydg.arrays import array_info
 from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
-from pydg.scheduler.heuristics import candidate_plans, choose_plan, estimate_seconds
+from pydg.scheduler.heuristics import candidate_plans, choose_plan, estimate_seconds, max_stages
 
 sys.path.insert(0, "tests")
 from gpu_util import calc_diff, nan_like, quantized_pair  # noqa: E402
@@ -70,7 +71,19 @@ def launch_inputs(arrays):
     return ops, pointers, torch.cuda.current_stream().cuda_stream
 
 
-def sweep(spec: str, every=False, plain=False):
+def toggled_output(plan):
+    """The plan with its output staged the other way: in its stages' A slots (one-accumulator loop) or
+    in an area of its own, with as many stages as then fit; None where the tile cannot or it would
+    leave the ring without a free stage."""
+    staged = not plan.output_in_stages
+    other = replace(plan, overlap_promotion=plan.overlap_promotion and not staged, output_in_stages=staged)
+    if staged and not other.allows_output_in_stages:
+        return None
+    stages = max_stages(plan.block_m, plan.block_n, plan.k, output_in_stages=staged)
+    return replace(other, num_stages=stages) if stages > other.held_stages else None
+
+
+def sweep(spec: str, every=False, plain=False, in_stages=False):
     mode, (m, n, k, groups, expected), arrays, call = problem(spec)
     out = arrays[4]
     call()
@@ -86,6 +99,8 @@ def sweep(spec: str, every=False, plain=False):
     plans = [chosen, single, *pairs] + plans
     if plain:
         plans += [replace(plan, overlap_promotion=False) for plan in plans if plan.overlap_promotion]
+    if in_stages:
+        plans += [other for other in map(toggled_output, plans) if other is not None]
     results = []
     flops = 2 * (groups * m if mode == "masked" else m) * n * k  # contiguous: m is already M_sum
     for plan in plans:
@@ -116,4 +131,4 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     for arg in args:
         if not arg.startswith("--"):
-            sweep(arg, every="--all" in args, plain="--plain" in args)
+            sweep(arg, every="--all" in args, plain="--plain" in args, in_stages="--in-stages" in args)

@@ -17,6 +17,8 @@ SHAPES = [  # (mode, m, n, k, groups, expected_m): shapes whose candidates cover
     ("dense", 64, 2112, 7168, 1, None),
     ("contiguous", 8192, 4096, 7168, 4, None),
     ("masked", 1024, 7168, 2048, 2, 512),
+    ("dense", 4096, 7168, 16384, 1, None),       # 256-row tiles that stage their output in their stages
+    ("masked", 1024, 4096, 7168, 4, 256),
 ]
 
 
@@ -24,7 +26,7 @@ def _variants():
     seen = {}
     for mode, m, n, k, groups, expected in SHAPES:
         for plan in candidate_plans(mode, m, n, k, groups, 132, expected_m=expected):
-            key = (plan.mode, plan.block_m, plan.block_n, plan.cluster_size, plan.multicast)
+            key = (plan.mode, plan.block_m, plan.block_n, plan.cluster_size, plan.multicast, plan.output_in_stages)
             seen.setdefault(key, plan)
     return list(seen.values())
 
@@ -37,6 +39,8 @@ def test_variants_cover_every_block_size_and_cluster_form():
     assert blocks == {(bm, bn) for bm in (64, 128, 256) for bn in BLOCK_NS if bn <= MAX_BLOCK_N[bm]}
     forms = {(p.mode, p.multicast) for p in VARIANTS}
     assert {("dense", "none"), ("dense", "a"), ("dense", "b"), ("contiguous", "a"), ("contiguous", "b"), ("masked", "a")} <= forms
+    staged = {(p.mode, p.block_n, p.multicast) for p in VARIANTS if p.output_in_stages}
+    assert {("dense", 64, "none"), ("dense", 128, "a"), ("dense", 128, "b"), ("masked", 128, "none")} <= staged
 
 
 @pytest.mark.parametrize("plan", VARIANTS, ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-{p.multicast}")

@@ -238,3 +238,33 @@ def test_grouped_layouts_load_whole_boxes():
     # A masked group's rows are known only to the GPU; a contiguous M_sum is whole blocks.
     assert all(not p.tail_rows for p in candidate_plans("masked", 32, 2048, 7168, 2, 132, expected_m=8))
     assert all(not p.tail_rows for p in candidate_plans("contiguous", 8192 + 64, 2048, 7168, 4, 132))
+
+
+@pytest.mark.parametrize("mode,m,n,k,groups,expected_m,staged", [
+    ("dense", 4096, 7168, 16384, 1, None, True), ("dense", 4096, 4096, 7168, 1, None, True),
+    ("masked", 256, 4096, 7168, 4, 256, True), ("masked", 1024, 4096, 7168, 1, 1024, True),
+    ("dense", 4096, 7168, 2048, 1, None, False), ("dense", 4096, 32768, 512, 1, None, False),
+    ("contiguous", 32768, 4096, 7168, 4, None, False)])
+def test_long_256_row_tiles_stage_their_output_in_a_fourth_stage(mode, m, n, k, groups, expected_m, staged):
+    plan = choose_plan(mode, m, n, k, groups, 132, expected_m=expected_m)
+    assert plan.output_in_stages == staged
+    if staged:
+        assert (plan.block_m, plan.block_n, plan.num_stages, plan.held_stages) == (256, 128, 4, 2)
+        assert not plan.overlap_promotion and plan.num_k_blocks >= 32
+        assert plan.smem_bytes == smem_bytes(256, 128, 4, k) - 256 * 128 * 2 <= MAX_SMEM_BYTES
+        assert "output staged in 2 stages" in plan.summary()
+    else:
+        assert plan.held_stages == 0 and "output staged" not in plan.summary()
+
+
+def test_output_in_stages_needs_chunks_k_blocks_and_a_free_stage():
+    base = choose_plan("dense", 4096, 7168, 16384, 1, 132)
+    base.validate()
+    for bad in (replace(base, block_n=112),                                  # no 64-column chunks
+                replace(base, num_stages=2),                                 # every stage held
+                replace(base, k=128),                                        # one k-block, two chunks
+                replace(base, block_m=128, overlap_promotion=True)):         # overlapped loop
+        with pytest.raises(ValueError, match="output in stages"):
+            bad.validate()
+    assert replace(base, num_stages=3).held_stages == 2
+    assert replace(base, output_in_stages=False).held_stages == 0

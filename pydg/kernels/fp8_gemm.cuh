@@ -19,10 +19,11 @@ constexpr uint32_t kWgmmaK = 32;   // K of one FP8 wgmma
 // (one math group: 128 x 248 + 128 x 40; two: 256 x 232 + 128 x 40; both within 64K).
 constexpr uint32_t kProducerRegisters = 40;
 
-template <uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kNumSbFloats>
+template <uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kNumSbFloats, bool kOutputInStages>
 struct SmemLayout {
     // Everything TMA writes with 128-byte swizzling must start on a 1024-byte boundary.
-    static constexpr uint32_t kDBytes = kBlockM * kBlockN * 2;
+    // kOutputInStages: the output tile has no area of its own (see OutputTile).
+    static constexpr uint32_t kDBytes = kOutputInStages ? 0 : kBlockM * kBlockN * 2;
     static constexpr uint32_t kABytes = kBlockM * kBlockK;
     static constexpr uint32_t kBBytes = kBlockN * kBlockK;
     static constexpr uint32_t kSaBytes = kBlockM * 4;
@@ -45,18 +46,26 @@ struct SmemLayout {
 // are permuted by (row % 8), so the eight rows of one stmatrix land in eight different bank
 // groups instead of all in one (a plain row-major tile of 128 or 256 columns is an 8-way
 // conflict). Other widths stay row-major (their row pitch is not a multiple of 128 bytes).
+//
+// A chunk (kBlockM rows of 128 bytes) is exactly the size of a stage's slot of A. With
+// kOutputInStages, chunk c lives in the A slot of the stage that held the tile's k-block
+// kNumKBlocks - kHeldStages + c: those stages are not handed back to the producer until the TMA
+// store has read them (fp8_gemm's release_held). That frees the tile's own output area for one
+// more stage (256x128: 4 stages instead of 3).
 template <uint32_t kBlockM, uint32_t kBlockN>
 struct OutputTile {
     static constexpr bool kSwizzled = kBlockN % 64 == 0;
     static constexpr uint32_t kChunkCols = kSwizzled ? 64 : kBlockN;  // columns per TMA store
     static constexpr uint32_t kChunkBytes = kBlockM * kChunkCols * 2;
+    static constexpr uint32_t kNumChunks = kBlockN / kChunkCols;
 
-    // Byte offset of the 8 columns (16 bytes) starting at `col` (a multiple of 8) of `row`.
-    DEVICE static uint32_t offset(uint32_t row, uint32_t col) {
+    // Byte offset of the 8 columns (16 bytes) starting at `col` (a multiple of 8) of `row`, within
+    // its chunk.
+    DEVICE static uint32_t offset_in_chunk(uint32_t row, uint32_t col) {
         if (!kSwizzled)
             return (row * kBlockN + col) * 2;
         const uint32_t piece = (col % 64) / 8;
-        return (col / 64) * kChunkBytes + row * 128 + ((piece ^ (row % 8)) * 16);
+        return row * 128 + ((piece ^ (row % 8)) * 16);
     }
 };
 
@@ -97,7 +106,7 @@ DEVICE void with_constant(uint32_t value, const F& f) {
 
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kShapeN,
           uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM, bool kOverlapPromotion,
-          uint32_t kSmemBytes>
+          bool kOutputInStages, uint32_t kSmemBytes>
 DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma_sa, const TmaMap& tma_d,
                      const TmaMap& tma_a_tail, const TmaMap& tma_sa_tail,
                      const float* __restrict__ scales_b, uint8_t* d_ptr, const int* grouping, uint32_t shape_m,
@@ -117,8 +126,13 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     constexpr uint32_t kSplitStep = gcd(kBlockN, 128);
     constexpr uint32_t kNumSbPerTile = (128 - kSplitStep + kBlockN + 127) / 128;
     constexpr uint32_t kLastSplit = kBlockN < 128 ? kBlockN : 128;
-    using Layout = SmemLayout<kBlockM, kBlockN, kNumStages, kNumSbPerTile * kNumKBlocks>;
+    using Layout = SmemLayout<kBlockM, kBlockN, kNumStages, kNumSbPerTile * kNumKBlocks, kOutputInStages>;
     using Out = OutputTile<kBlockM, kBlockN>;
+    // kOutputInStages: the tile's last kHeldStages stages stage its output (OutputTile). The
+    // producer needs at least one other stage to start the next tile.
+    constexpr uint32_t kHeldStages = kOutputInStages ? Out::kNumChunks : 0;
+    static_assert(!kOutputInStages || (Out::kSwizzled && !kOverlapPromotion && kHeldStages < kNumStages &&
+                                       kHeldStages <= kNumKBlocks), "output in stages");
     using Wgmma = WgmmaFp8<kBlockN>;
     static_assert(kBlockM == 64 || kBlockM == 128 || kBlockM == 256, "block_m");
     static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "block_n");
@@ -270,6 +284,29 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 mbar_arrive_cluster(&empty[released], lane);
             }
         };
+        // kOutputInStages: the stages that hold the last tile's output (the first of kHeldStages) and
+        // whether there is one. Thread 0 stored it; once its TMA stores have read the stages, it
+        // hands them back for every math warp of the CTA. That happens while the next tile's first
+        // MMAs run, so the producer's other stages cover the store's latency.
+        uint32_t held_first = 0;
+        bool holding = false;
+        auto release_held = [&]() {
+            if (thread == 0) {
+                bulk_wait_read();
+#pragma unroll
+                for (uint32_t c = 0; c < kHeldStages; ++c) {
+                    uint64_t* bar = &empty[(held_first + c) % kNumStages];
+                    if (kSharing == 1) {
+                        mbar_arrive(bar, kNumMathThreads / 32);
+                    } else {
+#pragma unroll
+                        for (uint32_t rank = 0; rank < kSharing; ++rank)
+                            mbar_arrive_cluster(bar, rank, kNumMathThreads / 32);
+                    }
+                }
+            }
+            holding = false;
+        };
 
         while (scheduler.next(tile)) {
             if (tile.skip)
@@ -277,6 +314,8 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             if (tile.idle) {
                 // Padding beside the peer's real block: wait out each stage (the producer completes
                 // it with no bytes) and release it to both CTAs, as for a real tile.
+                if (kOutputInStages && holding)
+                    release_held();
                 for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
                     mbar_wait(&full[stage], phase);
                     release(stage);
@@ -441,9 +480,12 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                             const float a_scale0 = smem_sa[at * kBlockM + s * kSubRows + row0];
                             const float a_scale1 = smem_sa[at * kBlockM + s * kSubRows + row1];
                             issue(accum, at, s);
+                            if (kOutputInStages && s == 0 && kb == 0 && holding)
+                                release_held();
                             wgmma_wait<0>();
 
-                            if (s + 1 == kNumSubBlocks)
+                            // The tile's last kHeldStages stages stay held for its output.
+                            if (s + 1 == kNumSubBlocks && (!kOutputInStages || kb + kHeldStages < kNumKBlocks))
                                 release(at);
                             const Scales sc{a_scale0, a_scale1, b_scale0, b_scale1, b_scale2};
                             promote(accum, final_accum[s], sc);
@@ -474,9 +516,20 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             });
 
             // ------------------------------------------------------------ epilogue
-            // The previous tile's store may still be reading smem_d.
-            bulk_wait_read();
-            named_barrier_sync(1, kNumMathThreads);
+            // Column chunk c of the output tile in shared memory (OutputTile).
+            if constexpr (kOutputInStages) {
+                // The stages of the last kHeldStages k-blocks: each warpgroup overwrites only its
+                // own rows of A there, which only its own (finished) MMAs read.
+                held_first = (stage + kNumStages - kHeldStages) % kNumStages;
+            } else {
+                // The previous tile's store may still be reading smem_d.
+                bulk_wait_read();
+                named_barrier_sync(1, kNumMathThreads);
+            }
+            auto chunk = [&](uint32_t c) {
+                return kOutputInStages ? smem_a + (held_first + c) % kNumStages * Layout::kABytes
+                                       : smem_d + c * Out::kChunkBytes;
+            };
             const uint32_t matrix = lane / 8;
 #pragma unroll
             for (uint32_t s = 0; s < kNumSubBlocks; ++s) {
@@ -484,7 +537,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
 #pragma unroll
                 for (uint32_t c = 0; c < kBlockN / 16; ++c) {
                     const uint32_t st_col = c * 16 + (matrix / 2) * 8;
-                    stmatrix_x4(smem_d + Out::offset(st_row, st_col),
+                    stmatrix_x4(chunk(st_col / Out::kChunkCols) + Out::offset_in_chunk(st_row, st_col),
                                 pack_bf16x2(final_accum[s][c * 8 + 0], final_accum[s][c * 8 + 1]),
                                 pack_bf16x2(final_accum[s][c * 8 + 2], final_accum[s][c * 8 + 3]),
                                 pack_bf16x2(final_accum[s][c * 8 + 4], final_accum[s][c * 8 + 5]),
@@ -501,8 +554,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 if (thread == 0) {
 #pragma unroll
                     for (uint32_t c = 0; c < kBlockN / Out::kChunkCols; ++c)
-                        tma_store_3d(&tma_d, smem_d + c * Out::kChunkBytes, n_first + c * Out::kChunkCols, m_row,
-                                     group_d);
+                        tma_store_3d(&tma_d, chunk(c), n_first + c * Out::kChunkCols, m_row, group_d);
                     bulk_commit();
                 }
             } else {
@@ -513,12 +565,16 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 for (uint32_t i = thread; i < tile.rows * pieces; i += kNumMathThreads) {
                     const uint32_t row = i / pieces, col = (i % pieces) * 8;
                     store_global_16(d_tile + (static_cast<uint64_t>(row) * kShapeN + col) * 2,
-                                    load_shared_16(smem_d + Out::offset(row, col)));
+                                    load_shared_16(chunk(col / Out::kChunkCols) + Out::offset_in_chunk(row, col)));
                 }
-                // The next tile's stmatrix must not overwrite smem_d before every thread read it.
+                // The next tile's stmatrix must not overwrite smem_d (or the held stages be released)
+                // before every thread read it.
                 named_barrier_sync(1, kNumMathThreads);
             }
+            holding = kOutputInStages;
         }
+        if (kOutputInStages && holding)
+            release_held();
         bulk_wait_read();
     }
 }

@@ -95,13 +95,28 @@ DEVICE void mbar_arrive(uint64_t* bar) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(bar)) : "memory");
 }
 
-// Arrive on the barrier at the same shared-memory offset in CTA `cta_rank` of the cluster.
-DEVICE void mbar_arrive_cluster(uint64_t* bar, uint32_t cta_rank) {
+// `count` arrivals at once (one thread standing in for several warps).
+DEVICE void mbar_arrive(uint64_t* bar, uint32_t count) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+}
+
+DEVICE uint32_t cluster_smem_addr(const void* ptr, uint32_t cta_rank) {
     uint32_t remote;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(smem_addr(bar)), "r"(cta_rank));
-    // Default (CTA-scope release) semantics: the stage's reads finished with wgmma.wait_group, so a
-    // cluster-scope release, which stalls the arriving warp, buys nothing here.
-    asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(smem_addr(ptr)), "r"(cta_rank));
+    return remote;
+}
+
+// Arrive on the barrier at the same shared-memory offset in CTA `cta_rank` of the cluster.
+// Default (CTA-scope release) semantics: the stage's reads finished with wgmma.wait_group (or
+// cp.async.bulk.wait_group.read), so a cluster-scope release, which stalls the arriving warp, buys
+// nothing here.
+DEVICE void mbar_arrive_cluster(uint64_t* bar, uint32_t cta_rank) {
+    asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];" ::"r"(cluster_smem_addr(bar, cta_rank)) : "memory");
+}
+
+DEVICE void mbar_arrive_cluster(uint64_t* bar, uint32_t cta_rank, uint32_t count) {
+    asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0], %1;" ::"r"(cluster_smem_addr(bar, cta_rank)), "r"(count)
+                 : "memory");
 }
 
 // ---- TMA ----------------------------------------------------------------------------------------

@@ -37,6 +37,13 @@ MAX_BLOCK_N = {64: 192, 128: 192, 256: 128}
 # Narrow tiles need many stages in flight to cover L2 latency (small-M shapes stream B).
 MAX_STAGES = 16
 MIN_STAGES = 3
+# 256-row tiles stage their output in the A slots of their last stages (GemmPlan.output_in_stages)
+# where a tile runs at least this many k-blocks: the freed 64 KB buy a fourth stage, but the next
+# tile starts with two stages loaded instead of three. Same-run H100 timings (scripts/ab_plans.py,
+# 2026-11-23), 256x128: 4096 x 7168 x 16384 0.989x the time, 4096 x 4096 x 7168 0.988x, masked
+# 1 x 1024 and 2 x 512 x 4096 x 7168 0.96x, 4 x 256 0.994x; K = 2048 1.007x, 1536 1.03x, 512 1.11x.
+# 128x192 tiles (three of five stages held) ran 1.02-1.03x in the contiguous layout at K = 2048 and 7168.
+OUTPUT_IN_STAGES_MIN_K_BLOCKS = 32
 BAND = 16
 # Cluster pairs below this many rows lost to single CTAs in every plan sweep (2026-11-23: 64 and 128
 # x 2112 x 7168 and x 32768 x 512, by 3-7%): A is a few hot L2 lines that every CTA reads anyway, and
@@ -52,11 +59,22 @@ MULTICAST_MIN_ROWS = 512
 SMALL_M_PAIR_MIN_FILL = 0.9
 
 
-def max_stages(block_m: int, block_n: int, k: int, smem_limit: int = MAX_SMEM_BYTES) -> int:
+def max_stages(block_m: int, block_n: int, k: int, smem_limit: int = MAX_SMEM_BYTES,
+               output_in_stages: bool = False) -> int:
     stages = MAX_STAGES
-    while stages > 0 and smem_bytes(block_m, block_n, stages, k) > smem_limit:
+    while stages > 0 and smem_bytes(block_m, block_n, stages, k, output_in_stages) > smem_limit:
         stages -= 1
     return stages
+
+
+def with_output_in_stages(plan: GemmPlan, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan:
+    """The plan with its output staged in its stages where that pays (OUTPUT_IN_STAGES_MIN_K_BLOCKS)."""
+    if plan.block_m != 256 or plan.num_k_blocks < OUTPUT_IN_STAGES_MIN_K_BLOCKS or not plan.allows_output_in_stages:
+        return plan
+    stages = max_stages(plan.block_m, plan.block_n, plan.k, smem_limit, output_in_stages=True)
+    if stages <= max(plan.num_stages, plan.block_n // 64):
+        return plan
+    return replace(plan, output_in_stages=True, num_stages=stages)
 
 
 def rolled_k_loop(block_n: int) -> bool:
@@ -133,6 +151,7 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
             for cluster_size, multicast, inner in _cluster_options(base, rows):
                 plan = replace(base, cluster_size=cluster_size, multicast=multicast, inner_axis=inner,
                                overlap_promotion=base.allows_overlap)
+                plan = with_output_in_stages(plan, smem_limit)
                 if cluster_size == 1:
                     plan = replace(plan, num_sms=num_sms)
                 plan.validate()

@@ -23,11 +23,11 @@ def b_scale_blocks_per_tile(block_n: int) -> int:
     return ceil_div(latest_start + block_n, 128)
 
 
-def smem_bytes(block_m: int, block_n: int, num_stages: int, k: int) -> int:
-    """Shared memory of the kernel: output tile, then per stage A, B and A's scales, then B's scales
-    of the whole tile (every 128 of K), then barriers. Mirrors SmemLayout in fp8_gemm.cuh (which
-    asserts that it fits in this)."""
-    output = block_m * block_n * 2
+def smem_bytes(block_m: int, block_n: int, num_stages: int, k: int, output_in_stages: bool = False) -> int:
+    """Shared memory of the kernel: output tile (none where it is staged in the A slots of the
+    stages), then per stage A, B and A's scales, then B's scales of the whole tile (every 128 of K),
+    then barriers. Mirrors SmemLayout in fp8_gemm.cuh (which asserts that it fits in this)."""
+    output = 0 if output_in_stages else block_m * block_n * 2
     stage = block_m * BLOCK_K + block_n * BLOCK_K + block_m * 4
     b_scales = ceil_div(b_scale_blocks_per_tile(block_n) * ceil_div(k, BLOCK_K) * 4, 16) * 16
     return output + num_stages * stage + b_scales + 2 * num_stages * 8
@@ -46,6 +46,9 @@ class GemmPlan:
     (block_m <= 128, block_n a divisor of 128). Timed against the one-accumulator loop on the
     H100 in one process (scripts/plan_sweep.py --plain): 0-3% faster on tiles 64 or more wide,
     within +-1.5% on narrower ones.
+    output_in_stages: the output tile is staged for its TMA store in the A slots of the tile's last
+    block_n / 64 stages (held until the store has read them) rather than in an area of its own,
+    which leaves room for more stages (see allows_output_in_stages).
     """
 
     mode: str
@@ -64,6 +67,7 @@ class GemmPlan:
     expected_m: int
     block_k: int = field(default=BLOCK_K)
     overlap_promotion: bool = False
+    output_in_stages: bool = False
 
     @property
     def num_math_groups(self) -> int:
@@ -79,6 +83,20 @@ class GemmPlan:
         compile (64x112, 2-core machine), past the 3 s a kernel may take, where the one-accumulator
         loop's take 0.7 s."""
         return self.block_m <= 128 and 128 % self.block_n == 0
+
+    @property
+    def held_stages(self) -> int:
+        """Stages that stage the output with output_in_stages: one per 64-column chunk, each chunk
+        (block_m rows of 128 bytes) the size of a stage's A slot."""
+        return self.block_n // 64 if self.output_in_stages else 0
+
+    @property
+    def allows_output_in_stages(self) -> bool:
+        """The output tile fits in A slots (64-column chunks), the tile has a k-block per chunk, and
+        the one-accumulator loop runs (fp8_gemm.cuh's static_assert; overlapped promotion releases its
+        stages in a loop of its own). Whether the freed area buys a stage is the caller's question:
+        the stages must exceed the chunks, so the next tile can start while the store reads them."""
+        return self.block_n % 64 == 0 and self.num_k_blocks >= self.block_n // 64 and not self.overlap_promotion
 
     @property
     def tail_rows(self) -> int:
@@ -106,7 +124,7 @@ class GemmPlan:
 
     @property
     def smem_bytes(self) -> int:
-        return smem_bytes(self.block_m, self.block_n, self.num_stages, self.k)
+        return smem_bytes(self.block_m, self.block_n, self.num_stages, self.k, self.output_in_stages)
 
     @property
     def num_m_blocks(self) -> int:
@@ -152,6 +170,7 @@ class GemmPlan:
             "PYDG_MULTICAST": {"none": "0", "a": "1", "b": "2"}[self.multicast],
             "PYDG_INNER_IS_M": "true" if self.inner_axis == "m" else "false",
             "PYDG_OVERLAP_PROMOTION": "true" if self.overlap_promotion else "false",
+            "PYDG_OUTPUT_IN_STAGES": "true" if self.output_in_stages else "false",
             "PYDG_SMEM_BYTES": str(self.smem_bytes),
         }
 
@@ -161,6 +180,7 @@ class GemmPlan:
                 f"{cluster}, {self.num_sms} SMs, {self.num_tiles} tiles ({self.waves:.2f} waves), "
                 f"raster {self.inner_axis}-inner band {self.band}, {self.smem_bytes} B smem"
                 + (", overlapped promotion" if self.overlap_promotion else "")
+                + (f", output staged in {self.held_stages} stages" if self.output_in_stages else "")
                 + (f", last block loads {self.tail_rows} rows of A" if self.tail_rows else ""))
 
     def validate(self) -> None:
@@ -193,5 +213,8 @@ class GemmPlan:
             problems.append("multicast without a cluster")
         if self.overlap_promotion and not self.allows_overlap:
             problems.append("overlapped promotion needs block_m <= 128 and a block_n that divides 128")
+        if self.output_in_stages and not (self.allows_output_in_stages and self.num_stages > self.held_stages):
+            problems.append("output in stages needs block_n a multiple of 64, a k-block and a stage per 64 columns "
+                            "and one stage more, and no overlapped promotion")
         if problems:
             raise ValueError("invalid plan: " + "; ".join(problems))
