@@ -145,7 +145,7 @@ def test_sass_uses_tensor_cores_and_tma(plan, tmp_path):
 
 
 # Tiles whose columns can straddle two or three of B's 128-row scale blocks, in both loops; 128x192
-# with 16 k-blocks (compile-time stages) and 17 (the stage index at run time).
+# with 16 k-blocks (whole turns of its 4 stages) and 17 (one k-block with the stage at run time).
 STRADDLING = [next(p for p in candidate_plans("dense", 4096, 7168, k, 1, 132)
                    if (p.block_m, p.block_n, p.cluster_size) == (bm, bn, 1))
               for bm, bn, k in ((128, 176, 2048), (128, 192, 2048), (128, 192, 2176), (64, 112, 2048),
@@ -163,15 +163,16 @@ def test_sass_selects_scales_at_compile_time_and_issues_tma_from_one_lane(plan, 
     copies = len({min(128 - offset, plan.block_n) for offset in range(0, 128, step)})
     sub_blocks = 2 if plan.block_m == 256 else 1
     # The loop bodies: chunks of 4 and a tail (overlapped); one accumulator: one k-block per stage
-    # where two warpgroups run k-block counts that the stages divide (compile-time stages), else two
-    # k-blocks (an odd count enters the pair half-way), or one k-block where the loop has more than 4
-    # copies (its compile time).
+    # where two warpgroups run (compile-time stages over whole turns of the ring), plus one k-block
+    # each before and after the turns with a runtime stage where the stages do not divide the k-blocks;
+    # one warpgroup: two k-blocks (an odd count enters the pair half-way); one k-block where the loop
+    # has more than 4 copies (its compile time).
     if plan.overlap_promotion:
         k_blocks_per_copy = 4 + plan.num_k_blocks % 4
     elif copies > 4:
         k_blocks_per_copy = 1
-    elif plan.block_m >= 128 and plan.num_k_blocks % plan.num_stages == 0:
-        k_blocks_per_copy = plan.num_stages
+    elif plan.block_m >= 128:
+        k_blocks_per_copy = plan.num_stages + (2 if plan.num_k_blocks % plan.num_stages else 0)
     else:
         k_blocks_per_copy = 2
     assert len(re.findall(r"\bQGMMA\b", sass)) == copies * sub_blocks * k_blocks_per_copy * 4

@@ -491,20 +491,35 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                             promote(accum, final_accum[s], sc);
                         }
                     };
-                    if constexpr (kNumKBlocks % kNumStages == 0 && kUnroll > 1 && kNumMathGroups == 2) {
-                        // Every tile uses each stage equally often, so every tile starts at stage 0 and
-                        // each k-block's stage is known at compile time: its barrier, scale and
-                        // descriptor addresses fold into constants (128x192: 133 instructions per
-                        // k-block instead of 149; H100, scripts/ab_kernels.py, 2026-11-23: contiguous
-                        // 0.98-0.995x the time, 2500x7168x7168 0.983x, 4096x24576x1536 at 256x128
-                        // 0.985-0.994x; 64x192 with its one warpgroup 1.035x, so not there).
+                    if constexpr (kUnroll > 1 && kNumMathGroups == 2) {
+                        // Whole turns of the ring from its stage 0: each k-block's stage is known at
+                        // compile time there, so its barrier, scale and descriptor addresses fold into
+                        // constants (128x192: 133 instructions per k-block instead of 149; H100,
+                        // scripts/ab_kernels.py, 2026-11-23: contiguous 0.98-0.995x the time,
+                        // 2500x7168x7168 0.983x, 4096x24576x1536 at 256x128 0.985-0.994x; 64x192 with its
+                        // one warpgroup 1.035x, so not there). Where the k-blocks do not divide into
+                        // turns, tiles start at other stages: the k-blocks before the ring's stage 0 and
+                        // those after the last whole turn run with a runtime stage. (One loop copy per
+                        // start stage instead made ptxas spill.)
+                        uint32_t kb = 0;
+                        auto runtime_stages = [&](uint32_t end) {
 #pragma unroll 1
-                        for (uint32_t kb = 0; kb < kNumKBlocks; kb += kNumStages) {
+                            for (; kb < end; ++kb) {
+                                k_block(kb, stage, phase);
+                                advance_stage<kNumStages>(stage, phase);
+                            }
+                        };
+                        if constexpr (kNumKBlocks % kNumStages != 0)
+                            runtime_stages(min((kNumStages - stage) % kNumStages, kNumKBlocks));
+#pragma unroll 1
+                        for (; kb + kNumStages <= kNumKBlocks; kb += kNumStages) {
 #pragma unroll
                             for (uint32_t at = 0; at < kNumStages; ++at)
                                 k_block(kb + at, at, phase);
                             phase ^= 1;
                         }
+                        if constexpr (kNumKBlocks % kNumStages != 0)
+                            runtime_stages(kNumKBlocks);
                     } else {
 #pragma unroll kUnroll
                         for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
