@@ -66,9 +66,10 @@ status=0
 summaries=()
 for tool in "${tools[@]}"; do
   log=$OUT/sanitize_$tool.log
-  # racecheck tracks every shared-memory access and is far slower: the small shapes only.
+  # racecheck tracks every shared-memory access and is far slower: the small shapes only, or the
+  # driver's set named by RACECHECK_WHAT (staged: the two output-in-stages calls).
   what=all
-  [ "$tool" = racecheck ] && what=small
+  [ "$tool" = racecheck ] && what=${RACECHECK_WHAT:-small}
   extra=()
   [ "$tool" = racecheck ] && extra=(--racecheck-report all)
   # Without torch's caching allocator every tensor is its own allocation, so memcheck sees an

@@ -4,7 +4,7 @@ against a float64 reference. Every `out` lies inside a NaN-filled guard buffer, 
 either end shows even where the sanitizer cannot see it (next to another live allocation).
 
 Prints one line per call, "ok <label>" or "FAIL <label>: <why>", and exits 1 if any failed.
-    python scripts/sanitize_driver.py [--what small|all]
+    python scripts/sanitize_driver.py [--what small|staged|all]
 """
 from __future__ import annotations
 
@@ -115,8 +115,16 @@ def masked(counts: list[int], m_max: int, n: int, k: int, expected_m: int) -> Re
 
 
 def calls(what: str):
-    """Small shapes for every tool; `all` adds shapes big enough for clusters of two (multicast)."""
+    """Small shapes for every tool; `all` adds shapes big enough for clusters of two (multicast) and
+    for output staged in the stages; `staged` only the latter (racecheck's run of them, apart)."""
     big = 2**31 - 1
+    # 256-row tiles of 32 k-blocks: the output staged in held stages (GemmPlan.output_in_stages), in
+    # pairs sharing A and, masked, with groups ending inside a tile and an empty one.
+    staged = [lambda: dense(2048, 4096, 4096),
+              lambda: masked([512, 300, 0, 512], 512, 4096, 4096, expected_m=512)]
+    if what == "staged":
+        yield from staged
+        return
     yield lambda: dense(200, 264, 400)           # partial tiles in M, N and K
     yield lambda: dense(64, 128, 128)
     yield lambda: dense(1, 16, 16)
@@ -127,6 +135,7 @@ def calls(what: str):
     # Out-of-range counts: negative (0 rows), past M_max (M_max rows), the int32 extremes.
     yield lambda: masked([-1, 100 + 5, -2**31, big, 37], 100, 264, 256, expected_m=50)
     if what == "all":
+        yield from staged
         yield lambda: dense(2048, 4096, 512)     # enough tiles for a cluster of two
         yield lambda: dense(4096, 2048, 256)
         yield lambda: contiguous([0, 1, 2, 3] * 8, 2048, 512, groups=4)  # pairs of two experts: own B each
@@ -137,7 +146,7 @@ def calls(what: str):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--what", choices=("small", "all"), default="all")
+    parser.add_argument("--what", choices=("small", "staged", "all"), default="all")
     args = parser.parse_args()
     torch.manual_seed(0)
     failed = 0
