@@ -15,10 +15,7 @@ from pydg.kernels import source
 from pydg.kernels.fp8_gemm import GemmLauncher
 from pydg.scheduler.heuristics import choose_plan
 
-from plan_sweep import event_us, launch_inputs, problem  # noqa: E402  (scripts/ is on sys.path when run as a script)
-
-sys.path.insert(0, "tests")
-from gpu_util import calc_diff  # noqa: E402
+from plan_sweep import alternate, with_reference  # noqa: E402  (scripts/ is on sys.path when run as a script)
 
 PACKAGE_DIR = source.KERNEL_DIR
 
@@ -39,27 +36,14 @@ def launcher(folder: pathlib.Path, plan, ops) -> GemmLauncher:
 
 
 def compare(folder: pathlib.Path, spec: str, iters: int = 30) -> None:
-    mode, (m, n, k, groups, expected), arrays, call = problem(spec)
-    out = arrays[4]
-    call()
-    reference = out.clone()
-    ops, pointers, stream = launch_inputs(arrays)
+    mode, (m, n, k, groups, expected), arrays, reference, ops, pointers, stream = with_reference(spec)
     plan = choose_plan(mode, m, n, k, groups, torch.cuda.get_device_properties(0).multi_processor_count,
                        expected_m=expected)
-    pair = {"package": launcher(PACKAGE_DIR, plan, ops), "edited": launcher(folder, plan, ops)}
-    times = {name: [] for name in pair}
-    for name, run in pair.items():
-        out.fill_(float("nan"))
-        run(pointers, stream)
-        torch.cuda.synchronize()
-        same = torch.equal(out.nan_to_num(), reference.nan_to_num()) and torch.equal(out.isnan(), reference.isnan())
-        print(f"{spec} {name}: diff-vs-call {calc_diff(torch, out, reference):.2g}, same bits: {same}")
-    for _ in range(iters):
-        for name, run in pair.items():
-            times[name].append(event_us(lambda: run(pointers, stream)))
-    median = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
-    print(f"{spec}: package {median['package']:.1f} us, edited {median['edited']:.1f} us "
-          f"({median['package'] / median['edited']:.3f}x) | {plan.summary()}", flush=True)
+    runs = [launcher(PACKAGE_DIR, plan, ops), launcher(folder, plan, ops)]
+    labels = [f"{spec} package", f"{spec} edited"]
+    package, edited = alternate(runs, labels, arrays[4], reference, pointers, stream, iters)
+    print(f"{spec}: package {package:.1f} us, edited {edited:.1f} us ({package / edited:.3f}x) | {plan.summary()}",
+          flush=True)
 
 
 if __name__ == "__main__":

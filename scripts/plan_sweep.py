@@ -71,6 +71,31 @@ def launch_inputs(arrays):
     return ops, pointers, torch.cuda.current_stream().cuda_stream
 
 
+def with_reference(spec: str):
+    """(mode, plan arguments, arrays, pydg's own output, operands, pointers, stream) of a SHAPE
+    argument: what a comparison of launchers on it needs. The caller must hold on to `arrays` while
+    it launches: the pointers are theirs."""
+    mode, dims, arrays, call = problem(spec)
+    call()
+    return (mode, dims, arrays, arrays[4].clone(), *launch_inputs(arrays))
+
+
+def alternate(runs, labels, out, reference, pointers, stream, iters: int) -> list[float]:
+    """Checks each of `runs` (launchers) against `reference` (calc_diff and bit-equality printed after
+    its label), then times them in turn, each after an L2 flush, `iters` times: their median us."""
+    for run, label in zip(runs, labels):
+        out.fill_(float("nan"))
+        run(pointers, stream)
+        torch.cuda.synchronize()
+        same = torch.equal(out.nan_to_num(), reference.nan_to_num()) and torch.equal(out.isnan(), reference.isnan())
+        print(f"{label}: diff-vs-call {calc_diff(torch, out, reference):.2g}, same bits: {same}")
+    times = [[] for _ in runs]
+    for _ in range(iters):
+        for t, run in zip(times, runs):
+            t.append(event_us(lambda: run(pointers, stream)))
+    return [sorted(t)[len(t) // 2] for t in times]
+
+
 def toggled_output(plan):
     """The plan with its output staged the other way: in its stages' A slots (one-accumulator loop) or
     in an area of its own, with as many stages as then fit; None where the tile cannot or it would
@@ -84,11 +109,8 @@ def toggled_output(plan):
 
 
 def sweep(spec: str, every=False, plain=False, in_stages=False):
-    mode, (m, n, k, groups, expected), arrays, call = problem(spec)
+    mode, (m, n, k, groups, expected), arrays, reference, ops, pointers, stream = with_reference(spec)
     out = arrays[4]
-    call()
-    reference = out.clone()
-    ops, pointers, stream = launch_inputs(arrays)
     chosen = choose_plan(mode, m, n, k, groups, 132, expected_m=expected)
     plans = sorted(candidate_plans(mode, m, n, k, groups, 132, expected_m=expected), key=estimate_seconds)
     plans = plans if every else plans[:10]
