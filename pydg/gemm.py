@@ -96,7 +96,7 @@ def _torch_signature(x):
     return (x.shape, x.stride(), x.dtype, x.get_device()), x.data_ptr()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Prepared:
     launcher: GemmLauncher | None  # None: nothing to compute (M == 0)
     library: str
@@ -130,7 +130,7 @@ def _remember(key: tuple, prepared: _Prepared) -> None:
     cache[key] = prepared
 
 
-def _prepare(mode: str, arrays: tuple, names: tuple[str, ...], hint) -> tuple[_Prepared, list[int]]:
+def _prepare(mode: str, arrays: tuple, names: tuple[str, ...], hint) -> tuple[_Prepared, tuple[int, ...]]:
     """First call with these signatures (or arrays without a fast reader): validate, plan, compile."""
     from pydg.scheduler.heuristics import choose_plan
 
@@ -158,7 +158,7 @@ def _prepare(mode: str, arrays: tuple, names: tuple[str, ...], hint) -> tuple[_P
     library = infos[4].library
     prepared = _Prepared(launcher, library, problem.device, _launch_context(problem.device),
                          stream_getter(library, problem.device))
-    return prepared, [info.ptr for info in infos]
+    return prepared, tuple(info.ptr for info in infos) + ((0,) if len(infos) == 5 else ())
 
 
 def _autotuned(plan: GemmPlan, problem, num_sms: int, hint, ops: GemmOperands, infos: tuple) -> GemmPlan:
@@ -187,44 +187,70 @@ def _autotuned(plan: GemmPlan, problem, num_sms: int, hint, ops: GemmOperands, i
         pop_context()
 
 
-def _run(mode: str, arrays: tuple, names: tuple[str, ...], hint=None) -> None:
+def _arrays(a, sa, b, sb, out, grouping) -> tuple:
+    return (a, sa, b, sb, out) if grouping is None else (a, sa, b, sb, out, grouping)
+
+
+def _signature(mode: str, arrays: tuple, hint) -> tuple[tuple | None, tuple[int, ...]]:
+    """(cache key, pointers) of a call; the key is None where an array has no fast reader (such a
+    call is validated every time). Pointers are a, sa, b, sb, out and the grouping vector (0 for
+    the dense GEMM)."""
     key = [mode, hint, _num_sms]
     pointers = []
     for x in arrays:
-        if type(x) is _torch_tensor:
-            key += (x.shape, x.stride(), x.dtype, x.get_device())
-            pointers.append(x.data_ptr())
-            continue
         reader = _reader(type(x))
         if not reader:
-            key = None
-            break
+            return None, ()
         signature, pointer = reader(x)
         key += signature
         pointers.append(pointer)
-    prepared = None
-    if key is not None:
-        key = tuple(key)
-        prepared = _cache.prepared.get(key)
+    if len(pointers) == 5:
+        pointers.append(0)
+    return tuple(key), tuple(pointers)
+
+
+def _run(mode: str, names: tuple[str, ...], hint, lhs, rhs, out, grouping=None) -> None:
+    if type(lhs) is tuple and type(rhs) is tuple and len(lhs) == 2 == len(rhs):
+        a, sa = lhs
+        b, sb = rhs
+    else:
+        a, sa, b, sb = validate.unpack(lhs, rhs)
+    # All torch tensors (the commonest call, and the one whose per-call time is measured): the
+    # signature read inline, one attribute at a time, into one tuple. Each torch attribute read is a
+    # C call of 0.1-0.3 us, 4-5 us for the five tensors, about as much as the driver's launch
+    # (scripts/host_profile.py), so nothing here is read twice.
+    tensor = _torch_tensor
+    if (type(a) is tensor and type(sa) is tensor and type(b) is tensor and type(sb) is tensor
+            and type(out) is tensor and (grouping is None or type(grouping) is tensor)):
+        key = (mode, hint, _num_sms,
+               a.shape, a.stride(), a.dtype, a.get_device(), sa.shape, sa.stride(), sa.dtype, sa.get_device(),
+               b.shape, b.stride(), b.dtype, b.get_device(), sb.shape, sb.stride(), sb.dtype, sb.get_device(),
+               out.shape, out.stride(), out.dtype, out.get_device())
+        if grouping is None:
+            pointers = (a.data_ptr(), sa.data_ptr(), b.data_ptr(), sb.data_ptr(), out.data_ptr(), 0)
+        else:
+            key += (grouping.shape, grouping.stride(), grouping.dtype, grouping.get_device())
+            pointers = (a.data_ptr(), sa.data_ptr(), b.data_ptr(), sb.data_ptr(), out.data_ptr(), grouping.data_ptr())
+    else:
+        key, pointers = _signature(mode, _arrays(a, sa, b, sb, out, grouping), hint)
+    prepared = _cache.prepared.get(key) if key is not None else None
     if prepared is None:
-        prepared, pointers = _prepare(mode, arrays, names, hint)
+        prepared, pointers = _prepare(mode, _arrays(a, sa, b, sb, out, grouping), names, hint)
         if key is not None:
             _remember(key, prepared)
-    a, sa, b, sb, out = pointers[:5]
-    # pointers[-1] is m_indices/masked_m (4-byte loads), or out again for the dense GEMM.
-    if (a | sa | b | out) % 16 or (sb | pointers[-1]) % 4:
+    # TMA reads a, sa, b and writes out: 16-byte aligned; sb and the grouping vector: 4-byte loads.
+    if (pointers[0] | pointers[1] | pointers[2] | pointers[4]) % 16 or (pointers[3] | pointers[5]) % 4:
+        arrays = _arrays(a, sa, b, sb, out, grouping)
         validate.check_pointers(tuple(array_info(x, n) for x, n in zip(arrays, names)), names, _ALIGNMENTS)
     launcher = prepared.launcher
     if launcher is None:
         return
-    if len(pointers) == 5:
-        pointers.append(0)
     stream = prepared.stream()
     if prepared.context:
-        _launch_in_device_context(launcher, tuple(pointers), stream, prepared)
+        _launch_in_device_context(launcher, pointers, stream, prepared)
         return
     try:
-        launcher(tuple(pointers), stream)
+        launcher(pointers, stream)
     except CudaError as err:
         if err.name != "CUDA_ERROR_INVALID_CONTEXT":
             raise
@@ -232,7 +258,7 @@ def _run(mode: str, arrays: tuple, names: tuple[str, ...], hint=None) -> None:
         from pydg.driver.cuda import make_current
 
         make_current(prepared.device)
-        launcher(tuple(pointers), stream)
+        launcher(pointers, stream)
 
 
 def _launch_in_device_context(launcher: GemmLauncher, pointers: tuple[int, ...], stream: int,
@@ -253,6 +279,8 @@ def _launch_in_device_context(launcher: GemmLauncher, pointers: tuple[int, ...],
 
 
 _NAMES = ("lhs data", "lhs scales", "rhs data", "rhs scales", "out")
+_CONTIGUOUS_NAMES = (*_NAMES, "m_indices")
+_MASKED_NAMES = (*_NAMES, "masked_m")
 # TMA reads a, sa, b and writes out (16-byte aligned); sb and m_indices/masked_m are read with
 # 4-byte loads.
 _ALIGNMENTS = (16, 16, 16, 4, 16, 4)
@@ -269,8 +297,7 @@ def gemm_fp8_fp8_bf16_nt(lhs, rhs, out) -> None:
     out: (M, N) bfloat16, contiguous (CuPy: raw 16-bit words).
     N must be a multiple of 8 and K of 16. Runs on the caller's current stream; never syncs.
     """
-    a, sa, b, sb = validate.unpack(lhs, rhs)
-    _run("dense", (a, sa, b, sb, out), _NAMES)
+    _run("dense", _NAMES, None, lhs, rhs, out)
 
 
 def m_grouped_gemm_fp8_fp8_bf16_nt_contiguous(lhs, rhs, out, m_indices) -> None:
@@ -285,8 +312,7 @@ def m_grouped_gemm_fp8_fp8_bf16_nt_contiguous(lhs, rhs, out, m_indices) -> None:
          is skipped and not written; otherwise all its rows use that expert (padding rows that
          share a block with an expert's rows are written too).
     """
-    a, sa, b, sb = validate.unpack(lhs, rhs)
-    _run("contiguous", (a, sa, b, sb, out, m_indices), (*_NAMES, "m_indices"))
+    _run("contiguous", _CONTIGUOUS_NAMES, None, lhs, rhs, out, m_indices)
 
 
 def m_grouped_gemm_fp8_fp8_bf16_nt_masked(lhs, rhs, out, masked_m, expected_m: int) -> None:
@@ -300,6 +326,4 @@ def m_grouped_gemm_fp8_fp8_bf16_nt_masked(lhs, rhs, out, masked_m, expected_m: i
          the call can be captured in a CUDA graph. expected_m: a positive int, the host-side hint
          of the typical rows per group (for the heuristics only).
     """
-    expected_m = validate.check_expected_m(expected_m)
-    a, sa, b, sb = validate.unpack(lhs, rhs)
-    _run("masked", (a, sa, b, sb, out, masked_m), (*_NAMES, "masked_m"), hint=expected_m)
+    _run("masked", _MASKED_NAMES, validate.check_expected_m(expected_m), lhs, rhs, out, masked_m)

@@ -105,8 +105,7 @@ def _pair(arg, name: str):
 
 
 def unpack(lhs, rhs) -> tuple:
-    if type(lhs) is tuple and type(rhs) is tuple and len(lhs) == 2 == len(rhs):
-        return (*lhs, *rhs)  # the common case, on every call: no further checks needed
+    """(a, sa, b, sb) of any pair types (gemm's call path unpacks plain tuples itself)."""
     a, sa = _pair(lhs, "lhs")
     b, sb = _pair(rhs, "rhs")
     return a, sa, b, sb

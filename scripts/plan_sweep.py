@@ -1,10 +1,11 @@
 """Times candidate plans of a few shapes side by side (CUDA events around one launch, L2 flushed):
 what the heuristic should pick.
-usage: python scripts/plan_sweep.py [--all] [--plain] SHAPE [SHAPE ...]
+usage: python scripts/plan_sweep.py [--all] [--plain] [--in-stages] [--inner] SHAPE [SHAPE ...]
 SHAPE: M,N,K (dense), contiguous:G,M,N,K or masked:G,M,N,K (M rows per group; masked: every group full)
 --all: every candidate, not the model's top 10; --plain: each plan with overlapped promotion is timed
 again with the one-accumulator loop; --in-stages: each plan whose output tile can be staged in its
-stages' A slots is timed again the other way (toggled_output).
+stages' A slots is timed again the other way (toggled_output); --inner: each plan without
+multicast is timed again with the tile walk's other inner axis (toggled_inner).
 Every plan's output is compared with pydg's own call first (calc_diff printed)."""
 import sys
 from dataclasses import replace
@@ -108,7 +109,14 @@ def toggled_output(plan):
     return replace(other, num_stages=stages) if stages > other.held_stages else None
 
 
-def sweep(spec: str, every=False, plain=False, in_stages=False):
+def toggled_inner(plan):
+    """The plan walking its tiles with the other axis inner; None where multicast fixes the axis."""
+    if plan.multicast != "none":
+        return None
+    return replace(plan, inner_axis="m" if plan.inner_axis == "n" else "n")
+
+
+def sweep(spec: str, every=False, plain=False, in_stages=False, inner=False):
     mode, (m, n, k, groups, expected), arrays, reference, ops, pointers, stream = with_reference(spec)
     out = arrays[4]
     chosen = choose_plan(mode, m, n, k, groups, 132, expected_m=expected)
@@ -116,13 +124,15 @@ def sweep(spec: str, every=False, plain=False, in_stages=False):
     plans = plans if every else plans[:10]
     single = replace(chosen, cluster_size=1, multicast="none", inner_axis="n")
     # The chosen tile alone and in each kind of pair (those the shape does not allow are skipped).
-    pairs = [replace(chosen, cluster_size=2, multicast=cast, inner_axis=inner, num_sms=chosen.num_sms + chosen.num_sms % 2)
-             for cast, inner in (("none", "n"), ("a", "n"), ("b", "m"))]
+    pairs = [replace(chosen, cluster_size=2, multicast=cast, inner_axis=axis, num_sms=chosen.num_sms + chosen.num_sms % 2)
+             for cast, axis in (("none", "n"), ("a", "n"), ("b", "m"))]
     plans = [chosen, single, *pairs] + plans
     if plain:
         plans += [replace(plan, overlap_promotion=False) for plan in plans if plan.overlap_promotion]
     if in_stages:
         plans += [other for other in map(toggled_output, plans) if other is not None]
+    if inner:
+        plans += [other for other in map(toggled_inner, plans) if other is not None]
     results = []
     flops = 2 * (groups * m if mode == "masked" else m) * n * k  # contiguous: m is already M_sum
     for plan in plans:
@@ -153,4 +163,5 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     for arg in args:
         if not arg.startswith("--"):
-            sweep(arg, every="--all" in args, plain="--plain" in args, in_stages="--in-stages" in args)
+            sweep(arg, every="--all" in args, plain="--plain" in args, in_stages="--in-stages" in args,
+                  inner="--inner" in args)

@@ -44,7 +44,8 @@ def _driver_launch():
     name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
     function = ctypes.CDLL(name).cuLaunchKernelEx
     function.restype = ctypes.c_int
-    function.argtypes = [ctypes.POINTER(LaunchConfig), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    # No argtypes: every argument is passed as a prebuilt c_void_p (or None), which ctypes hands over
+    # as it is; with argtypes it would convert and check each one per call (about 0.3 us).
     return function
 
 
@@ -80,7 +81,7 @@ class KernelLaunch:
             config.num_attrs = 1
         config.attrs = self.attrs
         self.config = config
-        self._config_ref = ctypes.byref(config)
+        self._config_ptr = ctypes.c_void_p(ctypes.addressof(config))
         self._func_ptr = ctypes.c_void_p(int(func))
         self._params_ptr = ctypes.c_void_p(ctypes.addressof(self.addresses))
         self._launch = _driver_launch()
@@ -98,7 +99,7 @@ class KernelLaunch:
         if stream != self._stream:
             self.config.stream = stream or None
             self._stream = stream
-        code = self._launch(self._config_ref, self._func_ptr, self._params_ptr, None)
+        code = self._launch(self._config_ptr, self._func_ptr, self._params_ptr, None)
         if code:
             _raise_launch_error(code)
 

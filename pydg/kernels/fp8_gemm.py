@@ -99,8 +99,6 @@ class GemmLauncher:
         """pointers: a, sa, b, sb, out, grouping (0 for the dense GEMM)."""
         from pydg.tma.encode import encode
 
-        if pointers == self._pointers:
-            return
         previous = self._pointers or (None,) * 6
         for slot, arg in MAP_POINTERS[:len(self.specs)]:
             if pointers[arg] != previous[arg]:
@@ -114,5 +112,6 @@ class GemmLauncher:
         self._pointers = pointers
 
     def __call__(self, pointers: tuple[int, ...], stream: int) -> None:
-        self.set_pointers(pointers)
+        if pointers != self._pointers:
+            self.set_pointers(pointers)
         self.launch.launch(stream)

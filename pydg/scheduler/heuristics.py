@@ -47,16 +47,23 @@ OUTPUT_IN_STAGES_MIN_K_BLOCKS = 32
 BAND = 16
 # Cluster pairs below this many rows lost to single CTAs in every plan sweep (2026-11-23: 64 and 128
 # x 2112 x 7168 and x 32768 x 512, by 3-7%): A is a few hot L2 lines that every CTA reads anyway, and
-# a pair advances at the pace of its slower CTA. Those shapes run one wave of tiles. Exceptions:
-# - a pair of row blocks sharing B where B's share of each stage is at least A's: B streams from
-#   device memory once for both (128 x 4096 x 7168 at 64x64: 20.1 against 22.1 us; 128 x 7168 x 16384
-#   at 64x112: 57.0 against 59.6 us), while 64x32 tiles lost (128 x 2112 x 7168: 15.2 against 14.5 us);
-# - two or more waves of tiles over two or more row blocks, where L2 feeds the SMs: 300 x 18432 x
-#   7168 at 128x144 in pairs sharing A 97.7 against 115.3 us (x 18432: 234.0 against 293.7).
+# a pair advances at the pace of its slower CTA. Those shapes run one wave of tiles. The exception:
+# two or more waves of tiles over two or more row blocks, where L2 feeds the SMs: 300 x 18432 x 7168
+# at 128x144 in pairs sharing A 97.7 against 115.3 us (x 18432: 234.0 against 293.7).
+# Pairs of row blocks sharing B in one wave that leaves a few SMs idle (128 tiles on 132) won at
+# 128 x 4096 x 7168 and 128 x 7168 x 16384 against single CTAs walking n inner, but lose to single
+# CTAs walking m inner (SINGLE_INNER_AXIS; scripts/ab_plans.py, 2026-11-23): 20.4 against 21.1 us,
+# 56.2 against 56.9; 128 x 7168 x 2048 13.6 against 14.0; 1000 x 2048 x 7168 (128x128) 27.2 against
+# 28.9 and x 2048 12.0 against 12.7. Pairs therefore need a full wave.
 MULTICAST_MIN_ROWS = 512
-# Such a small-M pair pays with one wave that leaves a few SMs idle (128 tiles on 132 SMs), not with
-# half of them idle.
-SMALL_M_PAIR_MIN_FILL = 0.9
+# Single CTAs walk their tiles m inner, as DeepGEMM's do: the CTAs that read the same tile of B (the
+# operand streamed from device memory when M is small) then have consecutive indices and run side by
+# side; why that pays more than n inner, whose CTAs also all run at once, is not measured yet. Same-run H100 timings against n inner (scripts/ab_plans.py --toggle
+# inner, 2026-11-23): 300 x 2048 x 2048 / 7168 / 18432 0.917x / 0.900x / 0.976x the time, 300 x 7168
+# x 7168 / 18432 0.981x / 0.945x, 128 x 2112 x 7168 0.987x, masked 1 x 1024 and 2 x 512 x 7168 x 2048
+# 0.977x and 0.969x; within 1.5% the other way at 300 x 7168 x 2048 (1.011x) and masked 1 x 1024 and
+# 2 x 512 x 4096 x 7168 (1.014x, 1.007x). With one row block both walks are the same.
+SINGLE_INNER_AXIS = "m"
 
 
 def max_stages(block_m: int, block_n: int, k: int, smem_limit: int = MAX_SMEM_BYTES,
@@ -116,18 +123,15 @@ def estimate_seconds(plan: GemmPlan) -> float:
 
 def _cluster_options(plan: GemmPlan, rows: int):
     """(cluster_size, multicast, inner_axis) choices that are legal for the plan's tile and can pay."""
-    yield 1, "none", "n"
+    yield 1, "none", SINGLE_INNER_AXIS
     if plan.num_sms % 2:
         return
-    pairs_b = plan.mode != "masked" and plan.num_m_blocks % 2 == 0
     many_waves = plan.num_tiles >= 2 * plan.num_sms and plan.num_m_blocks >= 2
     if (rows >= MULTICAST_MIN_ROWS or many_waves) and plan.num_tiles >= plan.num_sms:
-        if pairs_b:
+        if plan.mode != "masked" and plan.num_m_blocks % 2 == 0:
             yield 2, "b", "m"
         if plan.num_n_blocks % 2 == 0:
             yield 2, "a", "n"
-    elif pairs_b and plan.block_n >= plan.block_m and plan.num_tiles >= SMALL_M_PAIR_MIN_FILL * plan.num_sms:
-        yield 2, "b", "m"
 
 
 def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int,
@@ -146,7 +150,7 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
             if stages < MIN_STAGES:
                 continue
             base = GemmPlan(mode=mode, m=m, n=n, k=k, num_groups=num_groups, block_m=block_m, block_n=block_n,
-                            num_stages=stages, cluster_size=1, multicast="none", inner_axis="n", band=BAND,
+                            num_stages=stages, cluster_size=1, multicast="none", inner_axis=SINGLE_INNER_AXIS, band=BAND,
                             num_sms=num_sms - num_sms % 2 if num_sms > 1 else 1, expected_m=expected)
             for cluster_size, multicast, inner in _cluster_options(base, rows):
                 plan = replace(base, cluster_size=cluster_size, multicast=multicast, inner_axis=inner,
