@@ -279,3 +279,17 @@ def test_output_in_stages_needs_chunks_k_blocks_and_a_free_stage():
             bad.validate()
     assert replace(base, num_stages=3).held_stages == 2
     assert replace(base, output_in_stages=False).held_stages == 0
+
+
+@pytest.mark.parametrize("block_n", range(16, 257, 16))
+def test_output_is_stored_in_swizzled_chunks_of_every_width(block_n):
+    # OutputTile (fp8_gemm.cuh): the widest of 64, 32 and 16 columns that divides the tile's width,
+    # each chunk one TMA store whose box is exactly one swizzle span wide (no row-major staging).
+    plan = replace(choose_plan("dense", 256, 4096, 1024, 1, 132), block_m=64, block_n=block_n, num_stages=3,
+                   cluster_size=1, multicast="none", overlap_promotion=False, output_in_stages=False)
+    cols = plan.output_chunk_cols
+    assert cols == (64 if block_n % 64 == 0 else 32 if block_n % 32 == 0 else 16)
+    assert block_n % cols == 0 and plan.output_swizzle == f"{cols * 2}B"
+    out = tensor_map_specs(plan, default_operands("dense", plan.m, plan.n, plan.k, 1))[3]
+    assert out.box_dims == (cols, 64, 1) and out.swizzle == plan.output_swizzle
+    out.validate()

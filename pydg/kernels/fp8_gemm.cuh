@@ -41,31 +41,33 @@ struct SmemLayout {
     static_assert(kSaBytes % 128 == 0, "TMA destination alignment");
 };
 
-// The output tile in shared memory. Tiles whose width is a multiple of 64 are kept as column
-// chunks of 64 BF16 (128 bytes per row) with TMA's 128-byte swizzle: the 16-byte pieces of a row
-// are permuted by (row % 8), so the eight rows of one stmatrix land in eight different bank
-// groups instead of all in one (a plain row-major tile of 128 or 256 columns is an 8-way
-// conflict). Other widths stay row-major (their row pitch is not a multiple of 128 bytes).
+// The output tile in shared memory, as column chunks of 64, 32 or 16 BF16 (the widest that divides
+// the tile's width): rows of 128, 64 or 32 bytes, each chunk stored by one TMA store with the
+// swizzle of its row size. The swizzle permutes the 16-byte pieces of a row by the row's position in
+// a 1024-byte span (128-byte swizzle: row % 8; 64: (row / 2) % 4; 32: (row / 4) % 2), so the eight
+// rows of one stmatrix land in eight different bank groups. A row-major tile of 160 columns (a
+// 320-byte pitch) would put them in two: a 4-way conflict.
 //
-// A chunk (kBlockM rows of 128 bytes) is exactly the size of a stage's slot of A. With
+// A 64-column chunk (kBlockM rows of 128 bytes) is exactly the size of a stage's slot of A. With
 // kOutputInStages, chunk c lives in the A slot of the stage that held the tile's k-block
 // kNumKBlocks - kHeldStages + c: those stages are not handed back to the producer until the TMA
 // store has read them (fp8_gemm's release_held). That frees the tile's own output area for one
 // more stage (256x128: 4 stages instead of 3).
 template <uint32_t kBlockM, uint32_t kBlockN>
 struct OutputTile {
-    static constexpr bool kSwizzled = kBlockN % 64 == 0;
-    static constexpr uint32_t kChunkCols = kSwizzled ? 64 : kBlockN;  // columns per TMA store
-    static constexpr uint32_t kChunkBytes = kBlockM * kChunkCols * 2;
+    static constexpr uint32_t kChunkCols = kBlockN % 64 == 0 ? 64 : kBlockN % 32 == 0 ? 32 : 16;
+    static constexpr uint32_t kRowBytes = kChunkCols * 2;
+    static constexpr uint32_t kChunkBytes = kBlockM * kRowBytes;
     static constexpr uint32_t kNumChunks = kBlockN / kChunkCols;
+    static constexpr bool kChunksFitStages = kChunkCols == 64;
+    static_assert(kChunkBytes % 1024 == 0, "each chunk starts a whole swizzle span");
 
     // Byte offset of the 8 columns (16 bytes) starting at `col` (a multiple of 8) of `row`, within
     // its chunk.
     DEVICE static uint32_t offset_in_chunk(uint32_t row, uint32_t col) {
-        if (!kSwizzled)
-            return (row * kBlockN + col) * 2;
-        const uint32_t piece = (col % 64) / 8;
-        return row * 128 + ((piece ^ (row % 8)) * 16);
+        const uint32_t piece = (col % kChunkCols) / 8;
+        const uint32_t span_row = row * kRowBytes / 128 % (kRowBytes / 16);
+        return row * kRowBytes + (piece ^ span_row) * 16;
     }
 };
 
@@ -131,7 +133,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     // kOutputInStages: the tile's last kHeldStages stages stage its output (OutputTile). The
     // producer needs at least one other stage to start the next tile.
     constexpr uint32_t kHeldStages = kOutputInStages ? Out::kNumChunks : 0;
-    static_assert(!kOutputInStages || (Out::kSwizzled && !kOverlapPromotion && kHeldStages < kNumStages &&
+    static_assert(!kOutputInStages || (Out::kChunksFitStages && !kOverlapPromotion && kHeldStages < kNumStages &&
                                        kHeldStages <= kNumKBlocks), "output in stages");
     using Wgmma = WgmmaFp8<kBlockN>;
     static_assert(kBlockM == 64 || kBlockM == 128 || kBlockM == 256, "block_m");

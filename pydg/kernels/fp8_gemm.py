@@ -62,10 +62,9 @@ def tensor_map_specs(plan: GemmPlan, ops: GemmOperands) -> tuple[TensorMapSpec, 
         TensorMapSpec("rhs data", "uint8", ops.b.ptr, (k, n, groups_b), (b_row, b_group), (BLOCK_K, plan.block_n, 1),
                       swizzle="128B"),
         lhs_scales("lhs scales", plan.block_m),
-        # Stored in chunks of output_chunk_cols columns; 64-column chunks are 128-byte rows, swizzled
-        # as the kernel's OutputTile wrote them.
+        # Stored in chunks of output_chunk_cols columns, swizzled as the kernel's OutputTile wrote them.
         TensorMapSpec("out", "bfloat16", ops.out.ptr, (n, m, groups_a), (n * 2, m * n * 2),
-                      (plan.output_chunk_cols, plan.block_m, 1), swizzle="128B" if plan.swizzled_output else "none",
+                      (plan.output_chunk_cols, plan.block_m, 1), swizzle=plan.output_swizzle,
                       l2_promotion="none"),
     ) + tail
 

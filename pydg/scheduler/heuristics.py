@@ -27,7 +27,9 @@ BLOCK_M_EFFICIENCY = {64: 0.70, 128: 0.885, 256: 1.0}
 # made 128x176 2.7% faster (scripts/ab_kernels.py, 2026-11-23). Unrolled straddling widths (160, 192)
 # pay nothing: 2500 x 7168 x 7168 at 128x192 in pairs sharing B ran 195.4 us against 215 for 256x128.
 STRADDLE_EFFICIENCY = 0.97
-UNSWIZZLED_EFFICIENCY = 0.97   # widths not a multiple of 64: row-major output staging, odd wgmma N
+# Widths not a multiple of 64: a wgmma N that is not a power of two, and an output staged in 32- or
+# 16-column chunks (OutputTile; fitted while those widths staged row-major, with bank conflicts).
+UNSWIZZLED_EFFICIENCY = 0.97
 
 BLOCK_NS = tuple(range(16, 193, 16))
 # Each math thread holds two accumulators of block_n / 2 floats (wgmma's and the promoted FP32 sum);

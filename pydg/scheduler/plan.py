@@ -108,15 +108,15 @@ class GemmPlan:
         return rows if self.mode == "dense" and rest and rows < self.block_m else 0
 
     @property
-    def swizzled_output(self) -> bool:
-        """Whether the output tile is staged as 128-byte-swizzled 64-column chunks (OutputTile in
-        fp8_gemm.cuh): widths that are a multiple of 64."""
-        return self.block_n % 64 == 0
+    def output_chunk_cols(self) -> int:
+        """Columns of D per TMA store: the output tile is staged as chunks of 64, 32 or 16 columns,
+        the widest that divides block_n (OutputTile in fp8_gemm.cuh)."""
+        return next(cols for cols in (64, 32, 16) if self.block_n % cols == 0)
 
     @property
-    def output_chunk_cols(self) -> int:
-        """Columns of D per TMA store."""
-        return 64 if self.swizzled_output else self.block_n
+    def output_swizzle(self) -> str:
+        """The output chunks' swizzle: their row size (128, 64 or 32 bytes)."""
+        return f"{self.output_chunk_cols * 2}B"
 
     @property
     def threads(self) -> int:
