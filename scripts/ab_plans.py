@@ -4,9 +4,8 @@ medians of --iters. Where the chosen plan cannot be toggled, the best candidate 
 both ways beside it.
 --toggle output (default): the output staged the other way (GemmPlan.output_in_stages toggled, as
 many stages as then fit: plan_sweep.toggled_output). --toggle inner: the tile walk's other inner
-axis (plans without multicast: plan_sweep.toggled_inner). --toggle prefetch / prefetch8: B
-prefetched into L2 4 / 8 k-blocks at a time, or not (plan_sweep.toggled_prefetch).
-usage: python scripts/ab_plans.py [--iters N] [--toggle output|inner|prefetch|prefetch8] SHAPE [SHAPE ...]
+axis (plans without multicast: plan_sweep.toggled_inner).
+usage: python scripts/ab_plans.py [--iters N] [--toggle output|inner] SHAPE [SHAPE ...]
 (SHAPE as in scripts/plan_sweep.py)"""
 import sys
 
@@ -15,10 +14,9 @@ import torch
 from pydg.kernels.fp8_gemm import GemmLauncher
 from pydg.scheduler.heuristics import ranked_plans
 
-from plan_sweep import alternate, toggled_inner, toggled_output, toggled_prefetch, with_reference  # noqa: E402
+from plan_sweep import alternate, toggled_inner, toggled_output, with_reference  # noqa: E402  (scripts/ on sys.path)
 
-TOGGLES = {"output": toggled_output, "inner": toggled_inner, "prefetch": toggled_prefetch,
-           "prefetch8": lambda plan: toggled_prefetch(plan, 8)}
+TOGGLES = {"output": toggled_output, "inner": toggled_inner}
 
 
 def compare(spec: str, iters: int, toggled=toggled_output) -> None:

@@ -116,11 +116,6 @@ def toggled_inner(plan):
     return replace(plan, inner_axis="m" if plan.inner_axis == "n" else "n")
 
 
-def toggled_prefetch(plan, run: int = 4):
-    """The plan with B prefetched into L2 `run` k-blocks at a time (GemmPlan.prefetch_b), or not."""
-    return replace(plan, prefetch_b=0 if plan.prefetch_b else run)
-
-
 def sweep(spec: str, every=False, plain=False, in_stages=False, inner=False):
     mode, (m, n, k, groups, expected), arrays, reference, ops, pointers, stream = with_reference(spec)
     out = arrays[4]

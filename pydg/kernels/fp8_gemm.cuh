@@ -108,7 +108,7 @@ DEVICE void with_constant(uint32_t value, const F& f) {
 
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kShapeN,
           uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM, bool kOverlapPromotion,
-          bool kOutputInStages, uint32_t kPrefetchB, uint32_t kSmemBytes>
+          bool kOutputInStages, uint32_t kSmemBytes>
 DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma_sa, const TmaMap& tma_d,
                      const TmaMap& tma_a_tail, const TmaMap& tma_sa_tail,
                      const float* __restrict__ scales_b, uint8_t* d_ptr, const int* grouping, uint32_t shape_m,
@@ -215,17 +215,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 const int n_row = tile.n_block * kBlockN;
                 const int group_a = kMode == kMasked ? tile.group : 0;
                 const int group_b = kMode == kDense ? 0 : tile.group;
-                // kPrefetchB: every kPrefetchB k-blocks, B's boxes of the kPrefetchB k-blocks that
-                // follow the ring's worth in flight are fetched into L2 together, so device memory
-                // serves each row of B in runs of kPrefetchB * 128 bytes rather than 128 at a time.
-                const bool loads_b = !(kMulticastB && !tile.own_b) || cta_rank == 0;
                 for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
-                    if (kPrefetchB != 0 && kb % kPrefetchB == 0 && loads_b && !tile.idle) {
-#pragma unroll
-                        for (uint32_t p = 0; p < kPrefetchB; ++p)
-                            if (kb + kNumStages + p < kNumKBlocks)
-                                tma_prefetch_3d(&tma_b, (kb + kNumStages + p) * kBlockK, n_row, group_b);
-                    }
                     mbar_wait(&empty[stage], phase ^ 1);
                     uint64_t* bar = &full[stage];
                     if (tile.idle) {

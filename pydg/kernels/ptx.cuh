@@ -132,13 +132,6 @@ DEVICE void tma_load_3d(const TmaMap* map, uint64_t* bar, void* dst, int c0, int
         : "memory");
 }
 
-// A box of the map fetched from device memory into L2 only (no shared memory, no barrier): the
-// later TMA load of the same box then hits L2.
-DEVICE void tma_prefetch_3d(const TmaMap* map, int c0, int c1, int c2) {
-    asm volatile("cp.async.bulk.prefetch.tensor.3d.L2.global.tile [%0, {%1, %2, %3}];"
-                 ::"l"(map), "r"(c0), "r"(c1), "r"(c2) : "memory");
-}
-
 // One load written into the same offset of every CTA in `cta_mask`, each CTA's barrier at `bar`'s
 // offset receiving the bytes: the operand that a cluster's CTAs share crosses L2 once.
 DEVICE void tma_load_3d_multicast(const TmaMap* map, uint64_t* bar, void* dst, int c0, int c1, int c2,

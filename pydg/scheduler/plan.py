@@ -49,8 +49,6 @@ class GemmPlan:
     output_in_stages: the output tile is staged for its TMA store in the A slots of the tile's last
     block_n / 64 stages (held until the store has read them) rather than in an area of its own,
     which leaves room for more stages (see allows_output_in_stages).
-    prefetch_b: every prefetch_b k-blocks, the producer fetches B's boxes of that many k-blocks past
-    the ring's into L2 (0: none).
     """
 
     mode: str
@@ -70,7 +68,6 @@ class GemmPlan:
     block_k: int = field(default=BLOCK_K)
     overlap_promotion: bool = False
     output_in_stages: bool = False
-    prefetch_b: int = 0
 
     @property
     def num_math_groups(self) -> int:
@@ -174,7 +171,6 @@ class GemmPlan:
             "PYDG_INNER_IS_M": "true" if self.inner_axis == "m" else "false",
             "PYDG_OVERLAP_PROMOTION": "true" if self.overlap_promotion else "false",
             "PYDG_OUTPUT_IN_STAGES": "true" if self.output_in_stages else "false",
-            "PYDG_PREFETCH_B": str(self.prefetch_b),
             "PYDG_SMEM_BYTES": str(self.smem_bytes),
         }
 
@@ -185,7 +181,6 @@ class GemmPlan:
                 f"raster {self.inner_axis}-inner band {self.band}, {self.smem_bytes} B smem"
                 + (", overlapped promotion" if self.overlap_promotion else "")
                 + (f", output staged in {self.held_stages} stages" if self.output_in_stages else "")
-                + (f", B prefetched to L2 {self.prefetch_b} k-blocks at a time" if self.prefetch_b else "")
                 + (f", last block loads {self.tail_rows} rows of A" if self.tail_rows else ""))
 
     def validate(self) -> None:
@@ -216,8 +211,6 @@ class GemmPlan:
                 problems.append("multicast b needs dense or contiguous, m inner and an even number of m blocks")
         elif self.multicast != "none":
             problems.append("multicast without a cluster")
-        if self.prefetch_b not in (0, 1, 2, 4, 8):
-            problems.append(f"prefetch_b {self.prefetch_b} (0, 1, 2, 4 or 8 k-blocks)")
         if self.overlap_promotion and not self.allows_overlap:
             problems.append("overlapped promotion needs block_m <= 128 and a block_n that divides 128")
         if self.output_in_stages and not (self.allows_output_in_stages and self.num_stages > self.held_stages):
