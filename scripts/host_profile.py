@@ -79,7 +79,7 @@ def main() -> None:
             (x.shape, x.stride(), x.dtype, x.get_device(), x.data_ptr()) for x in tensors],
         "stream lookup (prepared)": prepared.stream,
         "launch alone (ctypes cuLaunchKernelEx)": lambda: launcher.launch.launch(stream),
-        "launcher (pointer check + launch)": lambda: launcher(launcher._pointers, stream),
+        "launcher (pointer check + launch)": lambda: launcher(launcher.pointers, stream),
         "torch.cuda.current_stream().cuda_stream": lambda: torch.cuda.current_stream().cuda_stream,
     }
     if launcher.plan.cluster_size == 1:

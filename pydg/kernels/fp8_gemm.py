@@ -92,13 +92,13 @@ class GemmLauncher:
         # copies of A's maps rather than encodes of their own.
         self._copies = {} if plan.tail_rows else {MAP_A: MAP_A_TAIL, MAP_SA: MAP_SA_TAIL}
         self._encoded = [None] * len(self.specs)  # keeps each CUtensorMap alive while its bytes are in use
-        self._pointers: tuple[int, ...] = ()
+        self.pointers: tuple[int, ...] = ()  # those the parameters hold now
 
     def set_pointers(self, pointers: tuple[int, ...]) -> None:
         """pointers: a, sa, b, sb, out, grouping (0 for the dense GEMM)."""
         from pydg.tma.encode import encode
 
-        previous = self._pointers or (None,) * 6
+        previous = self.pointers or (None,) * 6
         for slot, arg in MAP_POINTERS[:len(self.specs)]:
             if pointers[arg] != previous[arg]:
                 self._encoded[slot] = encode(self.specs[slot].with_address(pointers[arg]))
@@ -108,9 +108,9 @@ class GemmLauncher:
         self.launch.set_value(PTR_SB, pointers[3])
         self.launch.set_value(PTR_D, pointers[4])
         self.launch.set_value(PTR_GROUPING, pointers[5])
-        self._pointers = pointers
+        self.pointers = pointers
 
     def __call__(self, pointers: tuple[int, ...], stream: int) -> None:
-        if pointers != self._pointers:
+        if pointers != self.pointers:
             self.set_pointers(pointers)
         self.launch.launch(stream)
