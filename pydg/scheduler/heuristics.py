@@ -28,7 +28,9 @@ BLOCK_M_EFFICIENCY = {64: 0.70, 128: 0.885, 256: 1.0}
 # pay nothing: 2500 x 7168 x 7168 at 128x192 in pairs sharing B ran 195.4 us against 215 for 256x128.
 STRADDLE_EFFICIENCY = 0.97
 # Widths not a multiple of 64: a wgmma N that is not a power of two, and an output staged in 32- or
-# 16-column chunks (OutputTile; fitted while those widths staged row-major, with bank conflicts).
+# 16-column chunks (OutputTile). Fitted while those widths staged row-major, with bank conflicts;
+# with the chunks swizzled they still hold: without this and the epilogue's 1.5x, 7 benchmark shapes
+# would move to 256x112 or 128x176 tiles, 1.04-1.09x slower (H100, 2026-11-23).
 UNSWIZZLED_EFFICIENCY = 0.97
 
 BLOCK_NS = tuple(range(16, 193, 16))
@@ -60,8 +62,9 @@ BAND = 16
 MULTICAST_MIN_ROWS = 512
 # Single CTAs walk their tiles m inner, as DeepGEMM's do: the CTAs that read the same tile of B (the
 # operand streamed from device memory when M is small) then have consecutive indices and run side by
-# side; why that pays more than n inner, whose CTAs also all run at once, is not measured yet. Same-run H100 timings against n inner (scripts/ab_plans.py --toggle
-# inner, 2026-11-23): 300 x 2048 x 2048 / 7168 / 18432 0.917x / 0.900x / 0.976x the time, 300 x 7168
+# side; why that pays more than n inner, whose CTAs also all run at once, is not measured yet.
+# Same-run H100 timings against n inner (scripts/ab_plans.py --toggle inner, 2026-11-23):
+# 300 x 2048 x 2048 / 7168 / 18432 0.917x / 0.900x / 0.976x the time, 300 x 7168
 # x 7168 / 18432 0.981x / 0.945x, 128 x 2112 x 7168 0.987x, masked 1 x 1024 and 2 x 512 x 7168 x 2048
 # 0.977x and 0.969x; within 1.5% the other way at 300 x 7168 x 2048 (1.011x) and masked 1 x 1024 and
 # 2 x 512 x 4096 x 7168 (1.014x, 1.007x). With one row block both walks are the same.
@@ -152,7 +155,8 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
             if stages < MIN_STAGES:
                 continue
             base = GemmPlan(mode=mode, m=m, n=n, k=k, num_groups=num_groups, block_m=block_m, block_n=block_n,
-                            num_stages=stages, cluster_size=1, multicast="none", inner_axis=SINGLE_INNER_AXIS, band=BAND,
+                            num_stages=stages, cluster_size=1, multicast="none", inner_axis=SINGLE_INNER_AXIS,
+                            band=BAND,
                             num_sms=num_sms - num_sms % 2 if num_sms > 1 else 1, expected_m=expected)
             for cluster_size, multicast, inner in _cluster_options(base, rows):
                 plan = replace(base, cluster_size=cluster_size, multicast=multicast, inner_axis=inner,
