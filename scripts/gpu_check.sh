@@ -11,7 +11,8 @@
 # statistics) on pydg's kernel and, with
 # .anchor, DeepGEMM's, for each shape given as plan_sweep.py takes them (dense or grouped; default
 # 4096,2112,7168 and 64,2112,7168), into
-# $OUT/profile.txt.
+# $OUT/profile.txt. PYDG_NCU_CLOCKS=none profiles at the GPU's own clocks (ncu locks them to base by
+# default, where a 12 us kernel may rank otherwise than in the bench).
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
 # (about 300 s, DeepGEMM's build included) do not fit together; `bench` + `sweep` do, `tests` + `extras`
 # only just (extras last timed at 56b172a).
@@ -90,7 +91,7 @@ if [ "$what" = profile ]; then
     for kernel in "${kernels[@]}"; do
       echo "==== $shape $kernel"
       # The first 3 calls of each library compile, load and warm it; the 4th launch is profiled.
-      ncu --kernel-name regex:"$kernel" --launch-skip 3 --launch-count 1 \
+      ncu --kernel-name regex:"$kernel" --launch-skip 3 --launch-count 1 --clock-control "${PYDG_NCU_CLOCKS:-base}" \
         --section SpeedOfLight --section WarpStateStats --section ComputeWorkloadAnalysis \
         --section MemoryWorkloadAnalysis --section SchedulerStats --section LaunchStats --section InstructionStats \
         python3 scripts/profile_shape.py "$shape" "${dg[@]}" 2>&1 | grep -v "^==PROF=="
