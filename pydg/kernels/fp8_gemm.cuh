@@ -570,7 +570,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 // TMA clips rows past the tensor's end and columns past N.
                 if (thread == 0) {
 #pragma unroll
-                    for (uint32_t c = 0; c < kBlockN / Out::kChunkCols; ++c)
+                    for (uint32_t c = 0; c < Out::kNumChunks; ++c)
                         tma_store_3d(&tma_d, chunk(c), n_first + c * Out::kChunkCols, m_row, group_d);
                     bulk_commit();
                 }
