@@ -99,7 +99,6 @@ def _torch_signature(x):
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     launcher: GemmLauncher | None  # None: nothing to compute (M == 0)
-    library: str
     device: int
     context: int  # several GPUs: the device's primary context, to launch in (0: one GPU, no switch)
     stream: Callable[[], int]  # the caller's current stream on `device` (torch's or CuPy's)
@@ -155,9 +154,8 @@ def _prepare(mode: str, arrays: tuple, names: tuple[str, ...], hint) -> tuple[_P
         launcher = GemmLauncher(plan, ops, problem.device)
         # PYDG_PRINT_CONFIGS=1 prints each new plan once (pydg/describe.py).
         report_new_shape(plan, launcher.specs, launcher.kernel)
-    library = infos[4].library
-    prepared = _Prepared(launcher, library, problem.device, _launch_context(problem.device),
-                         stream_getter(library, problem.device))
+    prepared = _Prepared(launcher, problem.device, _launch_context(problem.device),
+                         stream_getter(infos[4].library, problem.device))
     return prepared, tuple(info.ptr for info in infos) + ((0,) if len(infos) == 5 else ())
 
 
