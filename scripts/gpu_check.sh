@@ -91,7 +91,8 @@ if [ "$what" = profile ]; then
     for kernel in "${kernels[@]}"; do
       echo "==== $shape $kernel"
       # The first 3 calls of each library compile, load and warm it; the 4th launch is profiled.
-      ncu --kernel-name regex:"$kernel" --launch-skip 3 --launch-count 1 --clock-control "${PYDG_NCU_CLOCKS:-base}" \
+      # DeepGEMM's process died under ncu (error 11) with DG_PRINT_CONFIGS=1 set (H200, 2026-12-04).
+      env -u DG_PRINT_CONFIGS ncu --kernel-name regex:"$kernel" --launch-skip 3 --launch-count 1 --clock-control "${PYDG_NCU_CLOCKS:-base}" \
         --section SpeedOfLight --section WarpStateStats --section ComputeWorkloadAnalysis \
         --section MemoryWorkloadAnalysis --section SchedulerStats --section LaunchStats --section InstructionStats \
         python3 scripts/profile_shape.py "$shape" "${dg[@]}" 2>&1 | grep -v "^==PROF=="
