@@ -3,15 +3,17 @@ each row of it in longer runs help?
 
 The small-M GEMMs (M <= 128, masked 4 x 256) read B once: every CTA owns a slab of `rows` rows of B
 and walks K in boxes of 128 bytes x rows, so device memory sees 128 bytes of each row at a time,
-rows K bytes apart. pydg, DeepGEMM and cuBLAS all stream B there at 1.9-2.3 TB/s on the H100,
-well below a copy. This kernel does only that streaming (no MMA: the consumer hands each stage
-back as soon as it lands), in these patterns:
+rows K bytes apart. This kernel does only that streaming (no MMA: the consumer hands each stage
+back as soon as it lands), in these patterns (kMode):
 
-  seq    each CTA reads its slab's bytes in address order (boxes of 8 KB contiguous): the ceiling
-  gemm   the GEMM's pattern: box (128 B, rows) at k-chunk kc, one load per stage
-  pairN  N such loads (consecutive k-chunks of the same rows) issued back to back into N stages
-  box3dN one 3D box (128 B, rows, N k-chunks) over the view (128, N_rows, K / 128)
-  wide   one unswizzled box (256 B, rows): two k-chunks per row in one load
+  gemm   (0) the GEMM's pattern: box (128 B, rows) at k-chunk kc, one load per stage
+  pairN  (0) N such loads (consecutive k-chunks of the same rows) issued back to back into N stages
+  box3dN (1) one 3D box (128 B, rows, N k-chunks) over the view (128, N_rows, K / 128)
+  wide   (2) one unswizzled box (256 B, rows): two k-chunks per row in one load
+  seq    (3) each CTA reads its slab's bytes in address order (boxes of 8 KB contiguous): the ceiling
+
+On the H200 (2026-12-04, bench/results/h200_2026-12-04_stream_probe.txt) all of them ran within 2%
+of seq: the 128-byte pieces do not limit how fast B streams.
 
 Prints one line per variant: microseconds (median of CUDA-event timings, L2 flushed before each)
 and GB/s of B read. Needs torch and an sm_90 GPU. Usage: python scripts/stream_probe.py [K]
@@ -19,7 +21,6 @@ and GB/s of B read. Needs torch and an sm_90 GPU. Usage: python scripts/stream_p
 from __future__ import annotations
 
 import pathlib
-import statistics
 import sys
 
 import torch
@@ -29,6 +30,8 @@ from pydg.driver.launch import KernelLaunch
 from pydg.driver.module import get_function
 from pydg.tma.encode import encode
 from pydg.tma.spec import TensorMapSpec
+
+from plan_sweep import time_us  # noqa: E402  (scripts/ is on sys.path when run as a script)
 
 PTX = (pathlib.Path(__file__).resolve().parents[1] / "pydg" / "kernels" / "ptx.cuh").read_text()
 
@@ -40,9 +43,9 @@ __device__ int pydg_ptx_nonce = PYDG_PTX_NONCE;
 #endif
 // kRows rows per slab; kChunks k-chunks of 128 B per load group; kGroups groups in the ring;
 // kMode 0: kChunks 3D loads of one chunk each, back to back; 1: one 3D box of kChunks chunks;
-// 2: one box of 2 chunks' bytes per row (unswizzled, kChunks == 2).
+// 2: one box of 2 chunks' bytes per row (unswizzled, kChunks == 2); 3: the slab in address order.
 extern "C" __global__ void __launch_bounds__(128, 1)
-stream_probe(const __grid_constant__ TmaMap map, uint32_t num_steps, uint32_t num_slabs, uint32_t seq) {
+stream_probe(const __grid_constant__ TmaMap map, uint32_t num_steps, uint32_t num_slabs) {
     constexpr uint32_t kSlot = kRows * 128;
     constexpr uint32_t kGroupBytes = kSlot * kChunks;
     extern __shared__ __align__(1024) uint8_t smem[];
@@ -64,7 +67,7 @@ stream_probe(const __grid_constant__ TmaMap map, uint32_t num_steps, uint32_t nu
                 mbar_wait(&empty[g], phase ^ 1);
                 mbar_arrive_expect_tx(&full[g], kGroupBytes);
                 uint8_t* dst = smem + g * kGroupBytes;
-                if (seq) {
+                if (kMode == 3) {
                     // (128, rows of the whole matrix): the slab's bytes in address order.
                     for (uint32_t c = 0; c < kChunks; ++c)
                         tma_load_3d(&map, &full[g], dst + c * kSlot, 0,
@@ -102,10 +105,9 @@ def build(rows: int, chunks: int, groups: int, mode: int):
     return func, smem
 
 
-def run(name: str, b: torch.Tensor, rows: int, chunks: int, groups: int, mode: int, seq: bool,
-        num_sms: int, flush: torch.Tensor) -> None:
+def run(name: str, b: torch.Tensor, rows: int, chunks: int, groups: int, mode: int, num_sms: int) -> None:
     n, k = b.shape
-    if seq:
+    if mode == 3:
         spec = TensorMapSpec("b", "uint8", b.data_ptr(), (128, n * k // 128, 1), (128, 128 * n * k // 128),
                              (128, rows, 1), swizzle="128B")
     elif mode == 1:
@@ -123,23 +125,12 @@ def run(name: str, b: torch.Tensor, rows: int, chunks: int, groups: int, mode: i
     func, smem = build(rows, chunks, groups, mode)
     slabs = n // rows
     steps = k // (128 * chunks)
-    launch = KernelLaunch(func, (min(num_sms, slabs), 1, 1), (128, 1, 1), smem, 1, ("tensor_map", "u32", "u32", "u32"))
+    launch = KernelLaunch(func, (min(num_sms, slabs), 1, 1), (128, 1, 1), smem, 1, ("tensor_map", "u32", "u32"))
     launch.set_tensor_map(0, tmap.getPtr())
     launch.set_value(1, steps)
     launch.set_value(2, slabs)
-    launch.set_value(3, int(seq))
     stream = torch.cuda.current_stream().cuda_stream
-    times = []
-    for i in range(13):
-        flush.zero_()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        launch.launch(stream)
-        end.record()
-        end.synchronize()
-        if i >= 3:
-            times.append(start.elapsed_time(end) * 1e3)
-    us = statistics.median(times)
+    us = time_us(lambda: launch.launch(stream))
     print(f"{name:>10} rows {rows:3d} in flight {groups * chunks * rows * 128 // 1024:4d} KB: "
           f"{us:8.1f} us {n * k / us / 1e3:7.0f} GB/s", flush=True)
 
@@ -149,27 +140,19 @@ def main() -> None:
     props = torch.cuda.get_device_properties(0)
     num_sms = props.multi_processor_count
     print(f"{props.name}, {num_sms} SMs, K = {k}")
-    flush = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
     for rows in (64, 128):
         b = torch.randint(0, 255, (num_sms * rows, k), dtype=torch.uint8, device="cuda")
         copy = torch.empty_like(b)
-        copy.copy_(b)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        flush.zero_()
-        start.record()
-        copy.copy_(b)
-        end.record()
-        end.synchronize()
-        us = start.elapsed_time(end) * 1e3
+        us = time_us(lambda: copy.copy_(b))
         print(f"{'copy':>10} rows {rows:3d}: {us:8.1f} us {2 * b.numel() / us / 1e3:7.0f} GB/s (read + write)")
         slots = 16 if rows == 64 else 8  # 128 KB in flight per SM, as a 64x64 tile's 13 stages
-        run("seq", b, rows, 1, slots, 0, True, num_sms, flush)
-        run("gemm", b, rows, 1, slots, 0, False, num_sms, flush)
-        run("gemm/2", b, rows, 1, slots // 2, 0, False, num_sms, flush)
+        run("seq", b, rows, 1, slots, 3, num_sms)
+        run("gemm", b, rows, 1, slots, 0, num_sms)
+        run("gemm/2", b, rows, 1, slots // 2, 0, num_sms)
         for chunks in (2, 4, 8):
-            run(f"pair{chunks}", b, rows, chunks, slots // chunks, 0, False, num_sms, flush)
-            run(f"box3d{chunks}", b, rows, chunks, slots // chunks, 1, False, num_sms, flush)
-        run("wide", b, rows, 2, slots // 2, 2, False, num_sms, flush)
+            run(f"pair{chunks}", b, rows, chunks, slots // chunks, 0, num_sms)
+            run(f"box3d{chunks}", b, rows, chunks, slots // chunks, 1, num_sms)
+        run("wide", b, rows, 2, slots // 2, 2, num_sms)
         del b, copy
 
 
