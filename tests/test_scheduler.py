@@ -7,7 +7,7 @@ import pytest
 from pydg.scheduler import candidate_plans, choose_plan
 from pydg.scheduler.heuristics import rolled_k_loop
 from pydg.scheduler.plan import MAX_SMEM_BYTES, GemmPlan, b_scale_blocks_per_tile, smem_bytes
-from pydg.scheduler.tiles import cta_tiles
+from pydg.scheduler.tiles import cta_tiles, fast_div, fast_divisor, raster_divisors
 from pydg.describe import default_operands
 from pydg.kernels.fp8_gemm import tensor_map_specs
 from pydg.utils import ceil_div
@@ -48,6 +48,34 @@ def test_dense_walk_covers_each_tile_once(m, n, k):
         tiles = [(t.m_block, t.n_block) for ts in walks.values() for t in ts]
         assert len(tiles) == len(set(tiles)) == plan.num_m_blocks * plan.num_n_blocks
         _check_pairs(plan, walks)
+
+
+def test_fast_division_is_exact_for_every_32_bit_dividend():
+    # scheduler.cuh's FastDiv: the multiplier's rounding leaves the quotient at most one short, at
+    # the ends of the range too, and for divisors from 1 to 2**32 - 1.
+    rng = random.Random(4)
+    divisors = [1, 2, 3, 7, 16, 127, 128, 129, 255, 256, 4095, 65537, 2**31 - 1, 2**31, 2**32 - 1]
+    divisors += [rng.randint(1, 2**32 - 1) for _ in range(200)] + [rng.randint(1, 4096) for _ in range(200)]
+    for d in divisors:
+        dividends = [0, 1, d - 1, d, d + 1, 2**32 - 1, 2**32 - 2, (2**32 - 1) // d * d, (2**32 - 1) // d * d - 1]
+        dividends += [rng.randint(0, 2**32 - 1) for _ in range(50)] + [rng.randint(0, 10 * d) for _ in range(50)]
+        for n in dividends:
+            if 0 <= n < 2**32:
+                assert fast_div(n, fast_divisor(d)) == n // d, (n, d)
+
+
+def test_raster_divisors_describe_the_grid():
+    # Eight 32-bit words, in RasterDivisors' order: what the kernel walks the grid with.
+    plan = choose_plan("dense", 4096, 32768, 512, 1, 132)
+    words = raster_divisors(plan)
+    assert len(words) == 8 and all(0 <= w < 2**32 for w in words)
+    inner, outer = (plan.num_m_blocks, plan.num_n_blocks) if plan.inner_axis == "m" else \
+        (plan.num_n_blocks, plan.num_m_blocks)
+    assert words[0] == plan.band * outer and words[2] == plan.band
+    assert words[6] == (inner - 1) // plan.band and words[4] == inner - words[6] * plan.band
+    assert words[7] == plan.num_m_blocks * plan.num_n_blocks
+    for d, m in (words[0:2], words[2:4], words[4:6]):
+        assert m == (2**32 - 1) // d
 
 
 def test_contiguous_walk_skips_padding_blocks_and_covers_the_rest():

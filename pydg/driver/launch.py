@@ -18,7 +18,8 @@ from pydg.errors import CudaError
 TENSOR_MAP_BYTES = 128
 CLUSTER_DIMENSION_ATTRIBUTE = 4  # CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION (cuda.h)
 
-PARAM_TYPES = {"tensor_map": ctypes.c_uint8 * TENSOR_MAP_BYTES, "pointer": ctypes.c_uint64, "u32": ctypes.c_uint32}
+PARAM_TYPES = {"tensor_map": ctypes.c_uint8 * TENSOR_MAP_BYTES, "pointer": ctypes.c_uint64, "u32": ctypes.c_uint32,
+               "u32x8": ctypes.c_uint32 * 8}
 
 
 class LaunchAttribute(ctypes.Structure):
@@ -90,6 +91,10 @@ class KernelLaunch:
     def set_value(self, index: int, value: int) -> None:
         """Set a pointer or u32 parameter."""
         self.values[index].value = value
+
+    def set_words(self, index: int, words: tuple[int, ...]) -> None:
+        """Set a u32x8 parameter (a struct of eight 32-bit words)."""
+        self.values[index][:] = words
 
     def set_tensor_map(self, index: int, encoded_address: int) -> None:
         """Copy 128 encoded bytes from `encoded_address` (a CUtensorMap's getPtr()) into the parameter."""

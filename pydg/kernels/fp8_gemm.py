@@ -5,12 +5,13 @@ from dataclasses import dataclass
 
 from pydg.arrays import ArrayInfo
 from pydg.scheduler.plan import BLOCK_K, GemmPlan
+from pydg.scheduler.tiles import raster_divisors
 from pydg.tma.spec import TensorMapSpec
 from pydg.utils import align, ceil_div
 
 # Parameter slots of pydg_fp8_gemm (fp8_gemm.cu).
 (MAP_A, MAP_B, MAP_SA, MAP_D, MAP_A_TAIL, MAP_SA_TAIL, PTR_SB, PTR_D, PTR_GROUPING, SHAPE_M, NUM_GROUPS,
- BAND) = range(12)
+ BAND, RASTER) = range(13)
 # Each map's slot and the pointer (index into the pointers of a call) it is encoded from.
 MAP_POINTERS = ((MAP_A, 0), (MAP_SA, 1), (MAP_B, 2), (MAP_D, 4), (MAP_A_TAIL, 0), (MAP_SA_TAIL, 1))
 
@@ -85,6 +86,7 @@ class GemmLauncher:
         self.launch.set_value(SHAPE_M, plan.m)
         self.launch.set_value(NUM_GROUPS, plan.num_groups)
         self.launch.set_value(BAND, plan.band)
+        self.launch.set_words(RASTER, raster_divisors(plan))
         self.specs = tensor_map_specs(plan, ops)
         for spec in self.specs:
             spec.validate()

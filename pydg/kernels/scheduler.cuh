@@ -18,6 +18,27 @@ struct Tile {
     bool own_b;      // the two blocks' experts differ: each CTA loads its own B (no multicast)
 };
 
+// n / d for a divisor fixed for the whole launch, with m = floor((2^32 - 1) / d) from the host
+// (pydg/scheduler/tiles.py fast_divisor): umulhi(n, m) is n / d or one less for every 32-bit n, and
+// one remainder test corrects it. Four integer instructions instead of the reciprocal sequence of
+// a runtime division (about twenty dependent ones, which ran at every tile start of the math warps).
+struct FastDiv {
+    uint32_t d, m;
+    DEVICE uint32_t div(uint32_t n) const {
+        const uint32_t q = __umulhi(n, m);
+        return n - q * d >= d ? q + 1 : q;
+    }
+};
+
+// The dense and contiguous raster's divisors (tiles.py raster_divisors), kernel parameters.
+struct RasterDivisors {
+    FastDiv band_tiles;   // tiles per band: band * blocks of the outer axis
+    FastDiv band_width;   // a full band's width: band
+    FastDiv last_width;   // the last band's width, band or fewer
+    uint32_t last_band;   // index of the band that holds the inner axis' last blocks
+    uint32_t num_tiles;   // of the grid
+};
+
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kNumNBlocks, bool kInnerIsM, bool kPairsShareB>
 struct TileScheduler {
     uint32_t shape_m;     // rows of A per group (dense: M, contiguous: M_sum, masked: M_max)
@@ -25,26 +46,43 @@ struct TileScheduler {
     uint32_t band;        // blocks of the inner axis walked before the outer axis advances
     const int* grouping;  // contiguous: m_indices; masked: masked_m; dense: unused
     uint32_t next_index;
+    // Dense and contiguous. (A masked group's raster is worked out in the group a tile lands in,
+    // with plain divisions: a masked CTA has a tile or two.)
+    const RasterDivisors& divisors;
     uint32_t group = 0;             // masked: the group the walk has reached
     uint32_t group_first_tile = 0;  // masked: tiles in the groups before it
 
-    DEVICE TileScheduler(uint32_t shape_m, uint32_t num_groups, uint32_t band, const int* grouping)
-        : shape_m(shape_m), num_groups(num_groups), band(band), grouping(grouping), next_index(blockIdx.x) {}
+    DEVICE TileScheduler(uint32_t shape_m, uint32_t num_groups, uint32_t band, const int* grouping,
+                         const RasterDivisors& divisors)
+        : shape_m(shape_m), num_groups(num_groups), band(band), grouping(grouping), next_index(blockIdx.x),
+          divisors(divisors) {}
 
     // Tiles are walked in bands of `band` blocks along the inner axis: the CTAs that run together
     // share the outer axis' operand in L2, and consecutive tiles (a cluster's pair) share one
-    // block of the outer axis, which is the operand the pair multicasts.
-    DEVICE void raster(uint32_t index, uint32_t num_m_blocks, uint32_t& m_block, uint32_t& n_block) const {
+    // block of the outer axis, which is the operand the pair multicasts. `inner_first` and `width`:
+    // the first block and the width of the band that holds tile `local` of the band `band_idx`.
+    DEVICE void place(uint32_t band_idx, uint32_t local, uint32_t outer, uint32_t width, Tile& tile) const {
+        const uint32_t inner = band_idx * band + local - outer * width;
+        tile.m_block = kInnerIsM ? inner : outer;
+        tile.n_block = kInnerIsM ? outer : inner;
+    }
+
+    DEVICE void raster(uint32_t index, Tile& tile) const {
+        const uint32_t band_idx = divisors.band_tiles.div(index);
+        const uint32_t local = index - band_idx * divisors.band_tiles.d;
+        const FastDiv& width = band_idx == divisors.last_band ? divisors.last_width : divisors.band_width;
+        place(band_idx, local, width.div(local), width.d, tile);
+    }
+
+    // The same walk within a masked group of num_m_blocks blocks of rows.
+    DEVICE void raster_group(uint32_t index, uint32_t num_m_blocks, Tile& tile) const {
         const uint32_t inner_count = kInnerIsM ? num_m_blocks : kNumNBlocks;
         const uint32_t outer_count = kInnerIsM ? kNumNBlocks : num_m_blocks;
-        const uint32_t band_tiles = band * outer_count;
-        const uint32_t band_idx = index / band_tiles;
-        const uint32_t first = band_idx * band;
-        const uint32_t width = min(band, inner_count - first);
-        const uint32_t local = index - band_idx * band_tiles;
-        const uint32_t inner = first + local % width, outer = local / width;
-        m_block = kInnerIsM ? inner : outer;
-        n_block = kInnerIsM ? outer : inner;
+        const uint32_t group_band_tiles = band * outer_count;
+        const uint32_t band_idx = index / group_band_tiles;
+        const uint32_t local = index - band_idx * group_band_tiles;
+        const uint32_t width = min(band, inner_count - band_idx * band);
+        place(band_idx, local, local / width, width, tile);
     }
 
     // The expert of a contiguous block, from its first row (experts' segments start at multiples of
@@ -71,7 +109,7 @@ struct TileScheduler {
                 const uint32_t num_m_blocks = (valid + kBlockM - 1) / kBlockM;
                 const uint32_t tiles = num_m_blocks * kNumNBlocks;
                 if (index < group_first_tile + tiles) {
-                    raster(index - group_first_tile, num_m_blocks, tile.m_block, tile.n_block);
+                    raster_group(index - group_first_tile, num_m_blocks, tile);
                     tile.group = group;
                     tile.rows = min(kBlockM, valid - tile.m_block * kBlockM);
                     return true;
@@ -80,10 +118,9 @@ struct TileScheduler {
             }
             return false;
         }
-        const uint32_t num_m_blocks = (shape_m + kBlockM - 1) / kBlockM;
-        if (index >= num_m_blocks * kNumNBlocks)
+        if (index >= divisors.num_tiles)
             return false;
-        raster(index, num_m_blocks, tile.m_block, tile.n_block);
+        raster(index, tile);
         if (kMode == kContiguous) {
             const int expert = block_expert(tile.m_block);
             tile.group = expert < 0 ? 0u : static_cast<uint32_t>(expert);

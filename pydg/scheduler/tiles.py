@@ -21,16 +21,59 @@ class Tile:
     own_b: bool = False
 
 
-def raster(plan: GemmPlan, index: int, num_m_blocks: int) -> tuple[int, int]:
-    inner_count = num_m_blocks if plan.inner_axis == "m" else plan.num_n_blocks
-    outer_count = plan.num_n_blocks if plan.inner_axis == "m" else num_m_blocks
+def fast_divisor(d: int) -> tuple[int, int]:
+    """scheduler.cuh's FastDiv of d: d and the multiplier m = (2**32 - 1) // d."""
+    d = max(d, 1)
+    return d, 0xFFFFFFFF // d
+
+
+def fast_div(n: int, divisor: tuple[int, int]) -> int:
+    """n // d as FastDiv::div computes it: the high word of n * m is n // d or one less."""
+    d, m = divisor
+    q = (n * m) >> 32
+    return q + 1 if n - q * d >= d else q
+
+
+def raster_divisors(plan: GemmPlan) -> tuple[int, ...]:
+    """The kernel's RasterDivisors parameter (scheduler.cuh) for a dense or contiguous grid, as eight
+    words: tiles per band, the band's width and the last band's width (each as d and multiplier),
+    the last band's index and the number of tiles. (Masked launches carry them unused.)"""
+    inner_count, outer_count = _axes(plan, plan.num_m_blocks)
+    last_band = (inner_count - 1) // plan.band if inner_count else 0
+    return (*fast_divisor(plan.band * outer_count), *fast_divisor(plan.band),
+            *fast_divisor(inner_count - last_band * plan.band), last_band, plan.num_m_blocks * plan.num_n_blocks)
+
+
+def _axes(plan: GemmPlan, num_m_blocks: int) -> tuple[int, int]:
+    """Blocks of the raster's inner and outer axes."""
+    if plan.inner_axis == "m":
+        return num_m_blocks, plan.num_n_blocks
+    return plan.num_n_blocks, num_m_blocks
+
+
+def _place(plan: GemmPlan, band_idx: int, local: int, outer: int, width: int) -> tuple[int, int]:
+    inner = band_idx * plan.band + local - outer * width
+    return (inner, outer) if plan.inner_axis == "m" else (outer, inner)
+
+
+def raster(plan: GemmPlan, index: int, divisors: tuple[int, ...]) -> tuple[int, int]:
+    """(m_block, n_block) of tile `index` of a dense or contiguous grid, with the kernel's divisions
+    (`divisors`: raster_divisors(plan))."""
+    band_tiles, band_width, last_width, last_band = divisors[0:2], divisors[2:4], divisors[4:6], divisors[6]
+    band_idx = fast_div(index, band_tiles)
+    local = index - band_idx * band_tiles[0]
+    width = last_width if band_idx == last_band else band_width
+    return _place(plan, band_idx, local, fast_div(local, width), width[0])
+
+
+def raster_group(plan: GemmPlan, index: int, num_m_blocks: int) -> tuple[int, int]:
+    """The same walk within a masked group of num_m_blocks blocks of rows (plain divisions)."""
+    inner_count, outer_count = _axes(plan, num_m_blocks)
     band_tiles = plan.band * outer_count
     band_idx = index // band_tiles
-    first = band_idx * plan.band
-    width = min(plan.band, inner_count - first)
     local = index - band_idx * band_tiles
-    inner, outer = first + local % width, local // width
-    return (inner, outer) if plan.inner_axis == "m" else (outer, inner)
+    width = min(plan.band, inner_count - band_idx * plan.band)
+    return _place(plan, band_idx, local, local // width, width)
 
 
 def cta_tiles(plan: GemmPlan, cta: int, grouping: Sequence[int] = ()) -> Iterator[Tile]:
@@ -43,16 +86,16 @@ def cta_tiles(plan: GemmPlan, cta: int, grouping: Sequence[int] = ()) -> Iterato
             num_m_blocks = ceil_div(valid, plan.block_m)
             tiles = num_m_blocks * plan.num_n_blocks
             if index < first_tile + tiles:
-                m_block, n_block = raster(plan, index - first_tile, num_m_blocks)
+                m_block, n_block = raster_group(plan, index - first_tile, num_m_blocks)
                 yield Tile(m_block, n_block, group, min(plan.block_m, valid - m_block * plan.block_m), False)
                 index += plan.num_sms
             else:
                 first_tile += tiles
                 group += 1
         return
-    total = plan.num_m_blocks * plan.num_n_blocks
-    while index < total:
-        m_block, n_block = raster(plan, index, plan.num_m_blocks)
+    divisors = raster_divisors(plan)
+    while index < divisors[7]:
+        m_block, n_block = raster(plan, index, divisors)
         if plan.mode != "contiguous":
             yield Tile(m_block, n_block, 0, plan.block_m, False)
         else:
