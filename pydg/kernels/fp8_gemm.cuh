@@ -337,13 +337,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             }
         };
         auto b_scale = [&](uint32_t j, uint32_t kb) { return smem_sb[j * kNumKBlocks + kb]; };
-        auto zero_final_accum = [&]() {
-#pragma unroll
-            for (uint32_t s = 0; s < kNumSubBlocks; ++s)
-#pragma unroll
-                for (uint32_t i = 0; i < kAccum; ++i)
-                    final_accum[s][i] = 0.0f;
-        };
 
         // The math threads walk the tiles one ahead of the one they compute: after a tile's k-loop
         // they take the next tile and load its B scales, and store those into shared memory between
@@ -381,7 +374,11 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 store_b_scales();
                 named_barrier_sync(2, kNumMathThreads);
             }
-            zero_final_accum();
+#pragma unroll
+            for (uint32_t s = 0; s < kNumSubBlocks; ++s)
+#pragma unroll
+                for (uint32_t i = 0; i < kAccum; ++i)
+                    final_accum[s][i] = 0.0f;
 
             // The MMAs of sub-block `s` of stage `at` into `acc` (zeroed by the first), committed as
             // one wgmma group.
