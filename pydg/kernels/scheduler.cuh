@@ -59,8 +59,8 @@ struct TileScheduler {
 
     // Tiles are walked in bands of `band` blocks along the inner axis: the CTAs that run together
     // share the outer axis' operand in L2, and consecutive tiles (a cluster's pair) share one
-    // block of the outer axis, which is the operand the pair multicasts. `inner_first` and `width`:
-    // the first block and the width of the band that holds tile `local` of the band `band_idx`.
+    // block of the outer axis, which is the operand the pair multicasts. place() sets the blocks of
+    // tile `local` of band `band_idx`, whose width is `width` and which is in column `outer`.
     DEVICE void place(uint32_t band_idx, uint32_t local, uint32_t outer, uint32_t width, Tile& tile) const {
         const uint32_t inner = band_idx * band + local - outer * width;
         tile.m_block = kInnerIsM ? inner : outer;
