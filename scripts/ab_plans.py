@@ -4,8 +4,9 @@ medians of --iters. Where the chosen plan cannot be toggled, the best candidate 
 both ways beside it.
 --toggle output (default): the output staged the other way (GemmPlan.output_in_stages toggled, as
 many stages as then fit: plan_sweep.toggled_output). --toggle inner: the tile walk's other inner
-axis (plans without multicast: plan_sweep.toggled_inner).
-usage: python scripts/ab_plans.py [--iters N] [--toggle output|inner] SHAPE [SHAPE ...]
+axis (plans without multicast: plan_sweep.toggled_inner). --toggle early: the next tile's first wgmma
+issued before the epilogue's stores or not (GemmPlan.early_start: plan_sweep.toggled_early).
+usage: python scripts/ab_plans.py [--iters N] [--toggle output|inner|early] SHAPE [SHAPE ...]
 (SHAPE as in scripts/plan_sweep.py)"""
 import sys
 
@@ -14,9 +15,9 @@ import torch
 from pydg.kernels.fp8_gemm import GemmLauncher
 from pydg.scheduler.heuristics import ranked_plans
 
-from plan_sweep import alternate, toggled_inner, toggled_output, with_reference  # noqa: E402  (scripts/ on sys.path)
+from plan_sweep import alternate, toggled_early, toggled_inner, toggled_output, with_reference  # noqa: E402  (scripts/ on sys.path)
 
-TOGGLES = {"output": toggled_output, "inner": toggled_inner}
+TOGGLES = {"output": toggled_output, "inner": toggled_inner, "early": toggled_early}
 
 
 def compare(spec: str, iters: int, toggled=toggled_output) -> None:

@@ -109,6 +109,12 @@ def toggled_output(plan):
     return replace(other, num_stages=stages) if stages > other.held_stages else None
 
 
+def toggled_early(plan):
+    """The plan with the next tile's first wgmma issued before its epilogue or not (GemmPlan.early_start);
+    None where the overlapped loop runs."""
+    return replace(plan, early_start=not plan.early_start) if plan.allows_early_start else None
+
+
 def toggled_inner(plan):
     """The plan walking its tiles with the other axis inner; None where multicast fixes the axis."""
     if plan.multicast != "none":

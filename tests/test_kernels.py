@@ -150,9 +150,11 @@ STRADDLING = [next(p for p in candidate_plans("dense", 4096, 7168, k, 1, 132)
                    if (p.block_m, p.block_n, p.cluster_size) == (bm, bn, 1))
               for bm, bn, k in ((128, 176, 2048), (128, 192, 2048), (128, 192, 2176), (64, 112, 2048),
                                 (256, 112, 2048))]
+STRADDLING += [replace(p, early_start=True) for p in STRADDLING]
 
 
-@pytest.mark.parametrize("plan", STRADDLING, ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}")
+@pytest.mark.parametrize("plan", STRADDLING, ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-k{p.k}"
+                         + ("-early" if p.early_start else ""))
 def test_sass_selects_scales_at_compile_time_and_issues_tma_from_one_lane(plan, tmp_path):
     """One k-loop copy per split column (fp8_gemm.cuh, with_constant), so no scale select (FSEL) is
     left in the promotion; the producer's elected lane needs no per-lane loop (BRA.U.ANY) around TMA."""
@@ -164,18 +166,62 @@ def test_sass_selects_scales_at_compile_time_and_issues_tma_from_one_lane(plan, 
     sub_blocks = 2 if plan.block_m == 256 else 1
     # The loop bodies: chunks of 4 and a tail (overlapped); one accumulator: one k-block per stage
     # where two warpgroups run (compile-time stages over whole turns of the ring), plus one k-block
-    # each before and after the turns with a runtime stage where the stages do not divide the k-blocks;
+    # each before and after the turns with a runtime stage (a tile started early begins at stage 1);
     # one warpgroup: two k-blocks (an odd count enters the pair half-way); one k-block where the loop
-    # has more than 4 copies (its compile time).
+    # has more than 4 copies (its compile time). The early start adds the epilogue's first sub-block
+    # of the next tile and, per copy, the rest of that tile's k-block 0.
+    early = 1 if plan.early_start else 0
     if plan.overlap_promotion:
         k_blocks_per_copy = 4 + plan.num_k_blocks % 4
     elif copies > 4:
         k_blocks_per_copy = 1
     elif plan.block_m >= 128:
-        k_blocks_per_copy = plan.num_stages + (2 if plan.num_k_blocks % plan.num_stages else 0)
+        k_blocks_per_copy = plan.num_stages + (2 if plan.early_start or plan.num_k_blocks % plan.num_stages else 0)
     else:
         k_blocks_per_copy = 2
-    assert len(re.findall(r"\bQGMMA\b", sass)) == copies * sub_blocks * k_blocks_per_copy * 4
+    per_copy = sub_blocks * k_blocks_per_copy + early * (sub_blocks - 1)
+    assert len(re.findall(r"\bQGMMA\b", sass)) == (copies * per_copy + early) * 4
+
+
+# The early start (GemmPlan.early_start) on one variant per layout, row count, cluster form and output
+# staging, in widths that divide B's scale blocks and ones that straddle them (one loop copy per split).
+EARLY_VARIANTS = list({(p.mode, p.block_m, p.multicast, p.output_in_stages, p.block_n in (112, 176)):
+                       replace(p, early_start=True)
+                       for p in VARIANTS if p.allows_early_start and p.block_n in (48, 112, 128, 176, 192)}.values())
+
+
+def test_early_variants_cover_every_form():
+    forms = {(p.mode, p.block_m, p.output_in_stages) for p in EARLY_VARIANTS}
+    rows = {"dense": (64, 128, 256), "contiguous": (64, 128), "masked": (64, 128, 256)}  # contiguous: its alignment
+    assert {(mode, bm, False) for mode, bms in rows.items() for bm in bms} <= forms
+    assert ("dense", 256, True) in forms and ("masked", 256, True) in forms
+    assert {p.multicast for p in EARLY_VARIANTS} == {"none", "a", "b"}
+
+
+@pytest.mark.parametrize("plan", EARLY_VARIANTS,
+                         ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-{p.multicast}" + ("-staged" if p.output_in_stages else ""))
+def test_early_variant_compiles_without_spills(plan: GemmPlan):
+    compiled = compile_cubin(source.sources()[source.ENTRY], source.ENTRY, source.options(plan))
+    assert compiled.ptxas.spill_stores == 0 and compiled.ptxas.spill_loads == 0, compiled.log
+    assert compiled.ptxas.stack_frame == 0, compiled.log
+    assert "C7514" not in compiled.log, compiled.log
+
+
+def test_early_start_issues_the_next_tiles_mma_before_the_epilogue_stores(tmp_path):
+    """The point of the early start: in the epilogue, a wgmma group is issued before the first
+    stmatrix and waited for only after the TMA stores are issued. The plan without it issues none
+    there."""
+    plan = choose_plan("dense", 4096, 32768, 512, 1, 132)
+    assert not plan.early_start and plan.allows_early_start
+
+    def epilogue(sass: str) -> list[str]:
+        ops = re.findall(r"\b(QGMMA|STSM|UTMASTG|WARPGROUP\.DEPBAR)\b", sass)
+        first, last = ops.index("STSM"), len(ops) - 1 - ops[::-1].index("UTMASTG")
+        return ops[first - 1:last + 2]
+
+    early = epilogue(_plan_sass(replace(plan, early_start=True), tmp_path))
+    assert early[0] == "QGMMA" and early[-1] == "WARPGROUP.DEPBAR", early
+    assert "QGMMA" not in epilogue(_plan_sass(plan, tmp_path))[1:]
 
 
 def test_wgmma_header_is_generated_one():

@@ -9,6 +9,7 @@ from pydg.scheduler.heuristics import rolled_k_loop
 from pydg.scheduler.plan import MAX_SMEM_BYTES, GemmPlan, b_scale_blocks_per_tile, smem_bytes
 from pydg.scheduler.tiles import cta_tiles, fast_div, fast_divisor, raster_divisors
 from pydg.describe import default_operands
+from pydg.kernels import source
 from pydg.kernels.fp8_gemm import tensor_map_specs
 from pydg.utils import ceil_div
 
@@ -307,6 +308,24 @@ def test_output_in_stages_needs_chunks_k_blocks_and_a_free_stage():
             bad.validate()
     assert replace(base, num_stages=3).held_stages == 2
     assert replace(base, output_in_stages=False).held_stages == 0
+
+
+def test_early_start_is_off_by_default_and_needs_the_one_accumulator_loop():
+    """GemmPlan.early_start: a kernel option (its own compile-time value and cache key), not chosen by
+    the heuristic until a GPU has timed it; the overlapped loop cannot take it."""
+    for shape in ((4096, 32768, 512), (64, 7168, 2048), (2500, 7168, 7168)):
+        plan = choose_plan("dense", *shape, 1, 132)
+        assert not plan.early_start and plan.defines()["PYDG_EARLY_START"] == "false"
+        assert plan.allows_early_start == (not plan.overlap_promotion)
+    base = choose_plan("dense", 4096, 32768, 512, 1, 132)
+    early = replace(base, early_start=True)
+    early.validate()
+    assert early.defines()["PYDG_EARLY_START"] == "true" and "started early" in early.summary()
+    assert source.cache_key(early) != source.cache_key(base)
+    overlapped = choose_plan("dense", 64, 7168, 2048, 1, 132)
+    assert overlapped.overlap_promotion
+    with pytest.raises(ValueError, match="early start"):
+        replace(overlapped, early_start=True).validate()
 
 
 @pytest.mark.parametrize("block_n", range(16, 257, 16))

@@ -108,7 +108,7 @@ DEVICE void with_constant(uint32_t value, const F& f) {
 
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kShapeN,
           uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM, bool kOverlapPromotion,
-          bool kOutputInStages, uint32_t kSmemBytes>
+          bool kOutputInStages, bool kEarlyStart, uint32_t kSmemBytes>
 DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma_sa, const TmaMap& tma_d,
                      const TmaMap& tma_a_tail, const TmaMap& tma_sa_tail,
                      const float* __restrict__ scales_b, uint8_t* d_ptr, const int* grouping, uint32_t shape_m,
@@ -146,6 +146,9 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     static_assert(!kOverlapPromotion || 128 % kBlockN == 0, "overlapped promotion: block_n divides 128");
     // It holds a stage while it waits for the next one, and its loop body is written for chunks of 4.
     static_assert(!kOverlapPromotion || (kNumStages >= 2 && kOverlapChunk == 4), "overlapped promotion");
+    // The early start (see `started`) runs in the one-accumulator loop only: the overlapped one keeps
+    // both accumulator sets in flight.
+    static_assert(!kEarlyStart || !kOverlapPromotion, "early start: not with overlapped promotion");
     // kMulticast: 0 = each CTA loads its own operands, 1 = the pair shares A, 2 = the pair shares B.
     constexpr bool kMulticastA = kClusterSize > 1 && kMulticast == 1;
     constexpr bool kMulticastB = kClusterSize > 1 && kMulticast == 2;
@@ -286,6 +289,11 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 mbar_arrive_cluster(&empty[released], lane);
             }
         };
+        // The tile's last kHeldStages stages stay held for its output.
+        auto release_unless_held = [&](uint32_t kb, uint32_t at) {
+            if (!kOutputInStages || kb + kHeldStages < kNumKBlocks)
+                release(at);
+        };
         // kOutputInStages: the stages that hold the last tile's output (the first of kHeldStages) and
         // whether there is one. Thread 0 stored it; once its TMA stores have read the stages, it
         // hands them back for every math warp of the CTA. That happens while the next tile's first
@@ -338,6 +346,24 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
         };
         auto b_scale = [&](uint32_t j, uint32_t kb) { return smem_sb[j * kNumKBlocks + kb]; };
 
+        // The MMAs of sub-block `s` of stage `at` into `acc` (zeroed by the first), committed as
+        // one wgmma group.
+        auto issue = [&](float (&acc)[kAccum], uint32_t at, uint32_t s) {
+#pragma unroll
+            for (uint32_t i = 0; i < kAccum; ++i)
+                fence_operand(acc[i]);
+            wgmma_fence();
+            const uint64_t desc_a = desc_a0 + at * (Layout::kABytes / 16) + s * (kSubRows * kBlockK / 16);
+            const uint64_t desc_b = desc_b0 + at * (Layout::kBBytes / 16);
+#pragma unroll
+            for (uint32_t k = 0; k < kBlockK / kWgmmaK; ++k)
+                Wgmma::mma(desc_a + k * (kWgmmaK / 16), desc_b + k * (kWgmmaK / 16), acc, k > 0);
+            wgmma_commit();
+#pragma unroll
+            for (uint32_t i = 0; i < kAccum; ++i)
+                fence_operand(acc[i]);
+        };
+
         // The math threads walk the tiles one ahead of the one they compute: after a tile's k-loop
         // they take the next tile and load its B scales, and store those into shared memory between
         // the epilogue's two barriers (when no thread reads the old ones any more). The loads'
@@ -352,6 +378,13 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
         };
         bool has_tile = next_work(tile);
         bool scales_ready = false;  // B's scales of `tile` are in shared memory
+        // kEarlyStart: the epilogue issues the next tile's first MMAs (k-block 0, sub-block 0, into
+        // accum) before its stmatrix stores and waits for them after, so the tensor cores work
+        // through the stores (64 KB per 256x128 tile, bound by the shared-memory pipe). `started`:
+        // that happened for `tile`; started_sa0/1 are A's scales of that sub-block, read before its
+        // stage is released.
+        bool started = false;
+        float started_sa0 = 0.0f, started_sa1 = 0.0f;
         while (has_tile) {
             if (tile.idle) {
                 // Padding beside the peer's real block: wait out each stage (the producer completes
@@ -379,24 +412,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
 #pragma unroll
                 for (uint32_t i = 0; i < kAccum; ++i)
                     final_accum[s][i] = 0.0f;
-
-            // The MMAs of sub-block `s` of stage `at` into `acc` (zeroed by the first), committed as
-            // one wgmma group.
-            auto issue = [&](float (&acc)[kAccum], uint32_t at, uint32_t s) {
-#pragma unroll
-                for (uint32_t i = 0; i < kAccum; ++i)
-                    fence_operand(acc[i]);
-                wgmma_fence();
-                const uint64_t desc_a = desc_a0 + at * (Layout::kABytes / 16) + s * (kSubRows * kBlockK / 16);
-                const uint64_t desc_b = desc_b0 + at * (Layout::kBBytes / 16);
-#pragma unroll
-                for (uint32_t k = 0; k < kBlockK / kWgmmaK; ++k)
-                    Wgmma::mma(desc_a + k * (kWgmmaK / 16), desc_b + k * (kWgmmaK / 16), acc, k > 0);
-                wgmma_commit();
-#pragma unroll
-                for (uint32_t i = 0; i < kAccum; ++i)
-                    fence_operand(acc[i]);
-            };
 
             // kSplit: the tile's first column in B's next scale block, 128 - n_first % 128 (a multiple
             // of kSplitStep), or kBlockN if there is none. Each value gets its own copy of the k-loop
@@ -498,8 +513,9 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     // Not where the dispatch above compiles 7 or 8 copies of this loop (widths 112, 144,
                     // 176): unrolled, they took 2 s to compile on a 2-core machine, 3 s on the lent one's.
                     constexpr uint32_t kUnroll = kLastSplit / kSplitStep <= 4 ? 2 : 1;
-                    // One k-block from stage `at` with full-barrier parity `parity`.
-                    auto k_block = [&](uint32_t kb, uint32_t at, uint32_t parity) {
+                    // Sub-blocks `first_sub` on of one k-block, from stage `at` with full-barrier parity
+                    // `parity`.
+                    auto k_block = [&](uint32_t kb, uint32_t at, uint32_t parity, uint32_t first_sub = 0) {
                         // B's scales first: they do not depend on the stage, so their loads are in flight
                         // while the thread waits for the TMA bytes.
                         const float b_scale0 = b_scale(0, kb);
@@ -508,21 +524,34 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                         mbar_wait(&full[at], parity);
 
 #pragma unroll
-                        for (uint32_t s = 0; s < kNumSubBlocks; ++s) {
+                        for (uint32_t s = first_sub; s < kNumSubBlocks; ++s) {
                             const float a_scale0 = smem_sa[at * kBlockM + s * kSubRows + row0];
                             const float a_scale1 = smem_sa[at * kBlockM + s * kSubRows + row1];
                             issue(accum, at, s);
-                            if (kOutputInStages && s == 0 && kb == 0 && holding)
+                            // The previous tile's held stages go back once this tile's first MMAs run.
+                            if (kOutputInStages && s == first_sub && (kEarlyStart || kb == 0) && holding)
                                 release_held();
                             wgmma_wait<0>();
-
-                            // The tile's last kHeldStages stages stay held for its output.
-                            if (s + 1 == kNumSubBlocks && (!kOutputInStages || kb + kHeldStages < kNumKBlocks))
-                                release(at);
+                            if (s + 1 == kNumSubBlocks)
+                                release_unless_held(kb, at);
                             const Scales sc{a_scale0, a_scale1, b_scale0, b_scale1, b_scale2};
                             promote(accum, final_accum[s], sc);
                         }
                     };
+                    // A tile started in the previous epilogue: its first sub-block's product waits in
+                    // accum; promote it, then run the rest of k-block 0.
+                    uint32_t kb_begin = 0;
+                    if (started) {
+                        promote(accum, final_accum[0],
+                                Scales{started_sa0, started_sa1, b_scale(0, 0), kNumSbPerTile > 1 ? b_scale(1, 0) : 0.0f,
+                                       kNumSbPerTile > 2 ? b_scale(2, 0) : 0.0f});
+                        if constexpr (kNumSubBlocks > 1)
+                            k_block(0, stage, phase, 1);
+                        else
+                            release_unless_held(0, stage);
+                        advance_stage<kNumStages>(stage, phase);
+                        kb_begin = 1;
+                    }
                     if constexpr (kUnroll > 1 && kNumMathGroups == 2) {
                         // Whole turns of the ring from its stage 0: each k-block's stage is known at
                         // compile time there, so its barrier, scale and descriptor addresses fold into
@@ -532,8 +561,9 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                         // one warpgroup 1.035x, so not there). Where the k-blocks do not divide into
                         // turns, tiles start at other stages: the k-blocks before the ring's stage 0 and
                         // those after the last whole turn run with a runtime stage. (One loop copy per
-                        // start stage instead made ptxas spill.)
-                        uint32_t kb = 0;
+                        // start stage instead made ptxas spill.) A tile started early begins one
+                        // stage later, whatever the k-blocks.
+                        uint32_t kb = kb_begin;
                         auto runtime_stages = [&](uint32_t end) {
 #pragma unroll 1
                             for (; kb < end; ++kb) {
@@ -541,8 +571,8 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                                 advance_stage<kNumStages>(stage, phase);
                             }
                         };
-                        if constexpr (kNumKBlocks % kNumStages != 0)
-                            runtime_stages(min((kNumStages - stage) % kNumStages, kNumKBlocks));
+                        if constexpr (kEarlyStart || kNumKBlocks % kNumStages != 0)
+                            runtime_stages(min(kb + (kNumStages - stage) % kNumStages, kNumKBlocks));
 #pragma unroll 1
                         for (; kb + kNumStages <= kNumKBlocks; kb += kNumStages) {
 #pragma unroll
@@ -550,11 +580,11 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                                 k_block(kb + at, at, phase);
                             phase ^= 1;
                         }
-                        if constexpr (kNumKBlocks % kNumStages != 0)
+                        if constexpr (kEarlyStart || kNumKBlocks % kNumStages != 0)
                             runtime_stages(kNumKBlocks);
                     } else {
 #pragma unroll kUnroll
-                        for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
+                        for (uint32_t kb = kb_begin; kb < kNumKBlocks; ++kb) {
                             k_block(kb, stage, phase);
                             advance_stage<kNumStages>(stage, phase);
                         }
@@ -570,12 +600,22 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 load_b_scales(next_tile);
             // Column chunk c of the output tile in shared memory (OutputTile).
             if constexpr (kOutputInStages) {
+                // A one-k-block tile started early ran no k_block to release the previous tile's.
+                if (kEarlyStart && holding)
+                    release_held();
                 // The stages of the last kHeldStages k-blocks: each warpgroup overwrites only its
                 // own rows of A there, which only its own (finished) MMAs read.
                 held_first = (stage + kNumStages - kHeldStages) % kNumStages;
             } else {
                 // The previous tile's store may still be reading smem_d.
                 bulk_wait_read();
+            }
+            started = kEarlyStart && scales_ready;
+            if (started) {
+                mbar_wait(&full[stage], phase);
+                started_sa0 = smem_sa[stage * kBlockM + row0];
+                started_sa1 = smem_sa[stage * kBlockM + row1];
+                issue(accum, stage, 0);
             }
             // Every math thread is past its k-loop: B's scales may be overwritten below.
             named_barrier_sync(1, kNumMathThreads);
@@ -625,6 +665,12 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 // The next tile's stmatrix must not overwrite smem_d (or the held stages be released)
                 // before every thread read it.
                 named_barrier_sync(1, kNumMathThreads);
+            }
+            if (started) {
+                wgmma_wait<0>();
+#pragma unroll
+                for (uint32_t i = 0; i < kAccum; ++i)
+                    fence_operand(accum[i]);
             }
             holding = kOutputInStages;
             tile = next_tile;

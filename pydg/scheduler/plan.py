@@ -49,6 +49,9 @@ class GemmPlan:
     output_in_stages: the output tile is staged for its TMA store in the A slots of the tile's last
     block_n / 64 stages (held until the store has read them) rather than in an area of its own,
     which leaves room for more stages (see allows_output_in_stages).
+    early_start: the epilogue issues the next tile's first wgmma before its stmatrix stores and
+    waits for it after them, so the tensor cores work through the stores (one-accumulator loop
+    only, see allows_early_start). Off by default until it is timed on a GPU.
     """
 
     mode: str
@@ -68,6 +71,7 @@ class GemmPlan:
     block_k: int = field(default=BLOCK_K)
     overlap_promotion: bool = False
     output_in_stages: bool = False
+    early_start: bool = False
 
     @property
     def num_math_groups(self) -> int:
@@ -97,6 +101,12 @@ class GemmPlan:
         stages in a loop of its own). Whether the freed area buys a stage is the caller's question:
         the stages must exceed the chunks, so the next tile can start while the store reads them."""
         return self.block_n % 64 == 0 and self.num_k_blocks >= self.block_n // 64 and not self.overlap_promotion
+
+    @property
+    def allows_early_start(self) -> bool:
+        """The early start runs in the one-accumulator loop; the overlapped one keeps both
+        accumulator sets in flight across k-blocks (fp8_gemm.cuh's static_assert)."""
+        return not self.overlap_promotion
 
     @property
     def tail_rows(self) -> int:
@@ -171,6 +181,7 @@ class GemmPlan:
             "PYDG_INNER_IS_M": "true" if self.inner_axis == "m" else "false",
             "PYDG_OVERLAP_PROMOTION": "true" if self.overlap_promotion else "false",
             "PYDG_OUTPUT_IN_STAGES": "true" if self.output_in_stages else "false",
+            "PYDG_EARLY_START": "true" if self.early_start else "false",
             "PYDG_SMEM_BYTES": str(self.smem_bytes),
         }
 
@@ -181,6 +192,7 @@ class GemmPlan:
                 f"raster {self.inner_axis}-inner band {self.band}, {self.smem_bytes} B smem"
                 + (", overlapped promotion" if self.overlap_promotion else "")
                 + (f", output staged in {self.held_stages} stages" if self.output_in_stages else "")
+                + (", next tile started early" if self.early_start else "")
                 + (f", last block loads {self.tail_rows} rows of A" if self.tail_rows else ""))
 
     def validate(self) -> None:
@@ -216,5 +228,7 @@ class GemmPlan:
         if self.output_in_stages and not (self.allows_output_in_stages and self.num_stages > self.held_stages):
             problems.append("output in stages needs block_n a multiple of 64, a k-block and a stage per 64 columns "
                             "and one stage more, and no overlapped promotion")
+        if self.early_start and not self.allows_early_start:
+            problems.append("early start needs the one-accumulator loop (no overlapped promotion)")
         if problems:
             raise ValueError("invalid plan: " + "; ".join(problems))
