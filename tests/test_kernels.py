@@ -207,21 +207,28 @@ def test_early_variant_compiles_without_spills(plan: GemmPlan):
     assert "C7514" not in compiled.log, compiled.log
 
 
-def test_early_start_issues_the_next_tiles_mma_before_the_epilogue_stores(tmp_path):
-    """The point of the early start: in the epilogue, a wgmma group is issued before the first
-    stmatrix and waited for only after the TMA stores are issued. The plan without it issues none
-    there."""
-    plan = choose_plan("dense", 4096, 32768, 512, 1, 132)
+@pytest.mark.parametrize("plan", [choose_plan("dense", 4096, 32768, 512, 1, 132),
+                                  choose_plan("contiguous", 32768, 4096, 7168, 8, 132)],
+                         ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}")
+def test_early_start_issues_the_next_tiles_mma_among_the_epilogue_stores(plan, tmp_path):
+    """The point of the early start: in the epilogue, a wgmma group is issued before the last
+    sub-block's stmatrix stores (after the first sub-block's, for 256-row tiles) and waited for only
+    after the TMA stores are issued. The plan without it issues none there."""
     assert not plan.early_start and plan.allows_early_start
 
     def epilogue(sass: str) -> list[str]:
+        """The MMA and store instructions from the k-loop's last wait to the wait after the TMA stores."""
         ops = re.findall(r"\b(QGMMA|STSM|UTMASTG|WARPGROUP\.DEPBAR)\b", sass)
-        first, last = ops.index("STSM"), len(ops) - 1 - ops[::-1].index("UTMASTG")
-        return ops[first - 1:last + 2]
+        first_store, last_store = ops.index("STSM"), len(ops) - 1 - ops[::-1].index("UTMASTG")
+        loop_wait = max(i for i in range(first_store) if ops[i] == "WARPGROUP.DEPBAR")
+        return ops[loop_wait + 1:last_store + 2]
 
     early = epilogue(_plan_sass(replace(plan, early_start=True), tmp_path))
-    assert early[0] == "QGMMA" and early[-1] == "WARPGROUP.DEPBAR", early
-    assert "QGMMA" not in epilogue(_plan_sass(plan, tmp_path))[1:]
+    before = (2 if plan.block_m == 256 else 1) - 1
+    stores_before = before * plan.block_n // 16
+    assert early[:stores_before + 4] == ["STSM"] * stores_before + ["QGMMA"] * 4, early
+    assert "QGMMA" not in early[stores_before + 4:] and early[-1] == "WARPGROUP.DEPBAR", early
+    assert "QGMMA" not in epilogue(_plan_sass(plan, tmp_path))
 
 
 def test_wgmma_header_is_generated_one():

@@ -611,12 +611,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 bulk_wait_read();
             }
             started = kEarlyStart && scales_ready;
-            if (started) {
-                mbar_wait(&full[stage], phase);
-                started_sa0 = smem_sa[stage * kBlockM + row0];
-                started_sa1 = smem_sa[stage * kBlockM + row1];
-                issue(accum, stage, 0);
-            }
             // Every math thread is past its k-loop: B's scales may be overwritten below.
             named_barrier_sync(1, kNumMathThreads);
             auto chunk = [&](uint32_t c) {
@@ -626,6 +620,16 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             const uint32_t matrix = lane / 8;
 #pragma unroll
             for (uint32_t s = 0; s < kNumSubBlocks; ++s) {
+                // The early start's MMAs take about half as long as a 256-row tile's stores: issued
+                // after the first sub-block's stores, they still overlap the second's, and the
+                // next tile's k-block 0 (loaded two or three k-blocks before this epilogue) has that
+                // much longer to land. A 128- or 64-row tile's k-block takes as long as its stores.
+                if (started && s + 1 == kNumSubBlocks) {
+                    mbar_wait(&full[stage], phase);
+                    started_sa0 = smem_sa[stage * kBlockM + row0];
+                    started_sa1 = smem_sa[stage * kBlockM + row1];
+                    issue(accum, stage, 0);
+                }
                 const uint32_t st_row = s * kSubRows + math_group * 64 + warp_in_group * 16 + lane % 8 + (matrix % 2) * 8;
 #pragma unroll
                 for (uint32_t c = 0; c < kBlockN / 16; ++c) {
