@@ -379,10 +379,11 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
         bool has_tile = next_work(tile);
         bool scales_ready = false;  // B's scales of `tile` are in shared memory
         // kEarlyStart: the epilogue issues the next tile's first MMAs (k-block 0, sub-block 0, into
-        // accum) before its stmatrix stores and waits for them after, so the tensor cores work
-        // through the stores (64 KB per 256x128 tile, bound by the shared-memory pipe). `started`:
-        // that happened for `tile`; started_sa0/1 are A's scales of that sub-block, read before its
-        // stage is released.
+        // accum) among its stmatrix stores and waits for them after its TMA stores, so the tensor
+        // cores work through the stores (64 KB per 256x128 tile, bound by the shared-memory pipe).
+        // The wait comes before the tile loop's back edge: no wgmma is in flight across it.
+        // `started`: that happened for `tile`; started_sa0/1 are A's scales of that sub-block, read
+        // before its stage is released.
         bool started = false;
         float started_sa0 = 0.0f, started_sa1 = 0.0f;
         while (has_tile) {
