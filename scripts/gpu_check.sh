@@ -13,8 +13,9 @@
 # 4096,2112,7168 and 64,2112,7168), into
 # $OUT/profile.txt. PYDG_NCU_CLOCKS=none profiles at the GPU's own clocks (ncu locks them to base by
 # default, where a 12 us kernel may rank otherwise than in the bench).
-# early: the early start's GPU tests (tests/test_early_start_gpu.py) and its same-run A/B
-# (scripts/ab_plans.py --toggle early) on the shapes given or the default list, into $OUT/early.log.
+# early: the early start's GPU tests (tests/test_early_start_gpu.py, at most 300 s) and, if they pass,
+# its same-run A/B (scripts/ab_plans.py --toggle early, at most 270 s) on the shapes given or the
+# default list, into $OUT/early.log.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
 # (about 300 s, DeepGEMM's build included) do not fit together; `bench` + `sweep` do, `tests` + `extras`
 # only just (extras last timed at 56b172a).
@@ -89,10 +90,12 @@ if [ "$what" = early ]; then
   [ ${#shapes[@]} -gt 0 ] || shapes=(4096,32768,512 4096,24576,1536 4096,7168,2048 4096,4096,7168 4096,7168,16384
     4096,2112,7168 2500,7168,7168 contiguous:8,4096,4096,7168 contiguous:4,8192,7168,2048 masked:4,256,7168,2048
     masked:1,1024,4096,7168)
-  ( python3 -m pytest -q -rs -p no:cacheprovider tests/test_early_start_gpu.py 2>&1 | tail -n 15
+  # A wrong hand-back of stages hangs the kernel: the tests get a time limit, and the A/B runs only
+  # after they pass.
+  ( timeout 300 python3 -m pytest -v -x -rs -p no:cacheprovider tests/test_early_start_gpu.py 2>&1 | tail -n 30
     early_status=${PIPESTATUS[0]}
-    python3 scripts/ab_plans.py --toggle early "${shapes[@]}" 2>&1
-    exit "$early_status" ) > "$OUT/early.log" 2>&1
+    [ "$early_status" = 0 ] || exit "$early_status"
+    timeout 270 python3 scripts/ab_plans.py --toggle early "${shapes[@]}" 2>&1 ) > "$OUT/early.log" 2>&1
   early_status=$?
   cat "$OUT/early.log"
   exit $early_status

@@ -530,7 +530,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                             const float a_scale1 = smem_sa[at * kBlockM + s * kSubRows + row1];
                             issue(accum, at, s);
                             // The previous tile's held stages go back once this tile's first MMAs run.
-                            if (kOutputInStages && s == first_sub && (kEarlyStart || kb == 0) && holding)
+                            if (kOutputInStages && s == first_sub && kb == 0 && holding)
                                 release_held();
                             wgmma_wait<0>();
                             if (s + 1 == kNumSubBlocks)
@@ -546,10 +546,15 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                         promote(accum, final_accum[0],
                                 Scales{started_sa0, started_sa1, b_scale(0, 0), kNumSbPerTile > 1 ? b_scale(1, 0) : 0.0f,
                                        kNumSbPerTile > 2 ? b_scale(2, 0) : 0.0f});
-                        if constexpr (kNumSubBlocks > 1)
+                        if constexpr (kNumSubBlocks > 1) {
                             k_block(0, stage, phase, 1);
-                        else
+                        } else {
+                            // The previous tile's held stages go back before k-block 1's wait: in a ring
+                            // of one stage more than it holds, k-block 1's stage is the first of them.
+                            if (kOutputInStages && holding)
+                                release_held();
                             release_unless_held(0, stage);
+                        }
                         advance_stage<kNumStages>(stage, phase);
                         kb_begin = 1;
                     }
@@ -601,9 +606,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 load_b_scales(next_tile);
             // Column chunk c of the output tile in shared memory (OutputTile).
             if constexpr (kOutputInStages) {
-                // A one-k-block tile started early ran no k_block to release the previous tile's.
-                if (kEarlyStart && holding)
-                    release_held();
                 // The stages of the last kHeldStages k-blocks: each warpgroup overwrites only its
                 // own rows of A there, which only its own (finished) MMAs read.
                 held_first = (stage + kNumStages - kHeldStages) % kNumStages;
