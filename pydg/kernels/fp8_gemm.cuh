@@ -345,6 +345,11 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             }
         };
         auto b_scale = [&](uint32_t j, uint32_t kb) { return smem_sb[j * kNumKBlocks + kb]; };
+        // A promotion's scales: A's of the thread's two rows, B's of k-block kb.
+        auto scales_of = [&](float a0, float a1, uint32_t kb) {
+            return Scales{a0, a1, b_scale(0, kb), kNumSbPerTile > 1 ? b_scale(1, kb) : 0.0f,
+                          kNumSbPerTile > 2 ? b_scale(2, kb) : 0.0f};
+        };
 
         // The MMAs of sub-block `s` of stage `at` into `acc` (zeroed by the first), committed as
         // one wgmma group.
@@ -448,9 +453,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     uint32_t kb_scale = 0;
                     auto scales = [&](uint32_t at) {
                         const float* sa = smem_sa + at * kBlockM;
-                        const uint32_t kb = kb_scale++;
-                        return Scales{sa[row0], sa[row1], b_scale(0, kb), kNumSbPerTile > 1 ? b_scale(1, kb) : 0.0f,
-                                      kNumSbPerTile > 2 ? b_scale(2, kb) : 0.0f};
+                        return scales_of(sa[row0], sa[row1], kb_scale++);
                     };
                     // Two accumulator sets: k-block kb + 1's MMAs are issued before k-block kb is
                     // promoted, so the tensor cores work on through the promotion's FFMAs.
@@ -543,9 +546,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     // accum; promote it, then run the rest of k-block 0.
                     uint32_t kb_begin = 0;
                     if (started) {
-                        promote(accum, final_accum[0],
-                                Scales{started_sa0, started_sa1, b_scale(0, 0), kNumSbPerTile > 1 ? b_scale(1, 0) : 0.0f,
-                                       kNumSbPerTile > 2 ? b_scale(2, 0) : 0.0f});
+                        promote(accum, final_accum[0], scales_of(started_sa0, started_sa1, 0));
                         if constexpr (kNumSubBlocks > 1) {
                             k_block(0, stage, phase, 1);
                         } else {
