@@ -6,29 +6,71 @@ both ways beside it.
 many stages as then fit: plan_sweep.toggled_output). --toggle inner: the tile walk's other inner
 axis (plans without multicast: plan_sweep.toggled_inner). --toggle early: the next tile's first wgmma
 issued before the epilogue's stores or not (GemmPlan.early_start: plan_sweep.toggled_early).
-usage: python scripts/ab_plans.py [--iters N] [--toggle output|inner|early] SHAPE [SHAPE ...]
+--toggle prefetchD: B prefetched into L2 D k-blocks ahead or not (GemmPlan.prefetch_b).
+Several toggles, comma-separated, time each toggled plan beside the chosen one in one alternation (no
+stand-in candidate there); "+" joins toggles into one: --toggle early,prefetch4,early+prefetch4.
+usage: python scripts/ab_plans.py [--iters N] [--toggle output|inner|early|prefetchD[+...][,...]] SHAPE [SHAPE ...]
 (SHAPE as in scripts/plan_sweep.py)"""
+import concurrent.futures
+import os
 import sys
 
 import torch
 
 from pydg.kernels.fp8_gemm import GemmLauncher
 from pydg.scheduler.heuristics import ranked_plans
+from pydg.kernels.source import compile_plan
 
-from plan_sweep import alternate, toggled_early, toggled_inner, toggled_output, with_reference  # noqa: E402  (scripts/ on sys.path)
+from plan_sweep import (alternate, toggled_early, toggled_inner, toggled_output, toggled_prefetch,  # noqa: E402
+                        shape_of, with_reference)  # (scripts/ is on sys.path when run as a script)
 
 TOGGLES = {"output": toggled_output, "inner": toggled_inner, "early": toggled_early}
 
 
-def compare(spec: str, iters: int, toggled=toggled_output) -> None:
-    mode, (m, n, k, groups, expected), arrays, reference, ops, pointers, stream = with_reference(spec)
+def toggle_of(name: str):
+    """The toggle a name gives: one of TOGGLES, prefetchD, or several of those joined by "+", applied in
+    turn (None where one of them does not apply)."""
+    if "+" in name:
+        parts = [toggle_of(part) for part in name.split("+")]
+
+        def joined(plan):
+            for part in parts:
+                plan = part(plan) if plan is not None else None
+            return plan
+        return joined
+    if name.startswith("prefetch"):
+        return toggled_prefetch(int(name[len("prefetch"):]))
+    return TOGGLES[name]
+
+
+def plans_of(spec: str, toggles) -> list:
+    """The chosen plan of a SHAPE and its toggled forms (with a stand-in candidate where a single toggle
+    does not apply to the chosen plan)."""
+    mode, (m, n, k, groups, expected) = shape_of(spec)
     ranked = ranked_plans(mode, m, n, k, groups, torch.cuda.get_device_properties(0).multi_processor_count,
                           expected_m=expected)
     plans = [ranked[0]]
-    if toggled(ranked[0]) is None:
-        eligible = next((p for p in ranked if toggled(p) is not None), None)
-        plans += [eligible] if eligible is not None else []
-    plans += [s for s in map(toggled, list(plans)) if s is not None]
+    if len(toggles) == 1:
+        toggled = toggles[0]
+        if toggled(ranked[0]) is None:
+            eligible = next((p for p in ranked if toggled(p) is not None), None)
+            plans += [eligible] if eligible is not None else []
+        plans += [s for s in map(toggled, list(plans)) if s is not None]
+    else:
+        variants = [toggled(ranked[0]) for toggled in toggles]
+        plans += [p for p in variants if p is not None and p not in plans]
+    return plans
+
+
+def precompile(plans) -> None:
+    """Every plan's kernel compiled in parallel threads (NVRTC releases the GIL: two compile in the time
+    of one on two cores), so the launchers find them compiled."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        list(pool.map(compile_plan, plans))
+
+
+def compare(spec: str, iters: int, plans) -> None:
+    mode, (m, n, k, groups, expected), arrays, reference, ops, pointers, stream = with_reference(spec)
     runs = [GemmLauncher(plan, ops, 0) for plan in plans]
     labels = [f"{spec} check | {plan.summary()}" for plan in plans]
     medians = alternate(runs, labels, arrays[4], reference, pointers, stream, iters)
@@ -46,5 +88,8 @@ if __name__ == "__main__":
             i = args.index(name)
             options[name] = args[i + 1]
             del args[i:i + 2]
+    toggles = [toggle_of(name) for name in options["--toggle"].split(",")]
+    plans = {arg: plans_of(arg, toggles) for arg in args}
+    precompile([plan for shape_plans in plans.values() for plan in shape_plans])
     for arg in args:
-        compare(arg, int(options["--iters"]), TOGGLES[options["--toggle"]])
+        compare(arg, int(options["--iters"]), plans[arg])

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one script for a device call, from the repo root (carry .anchor to compare with DeepGEMM):
-#   bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|early] [extra bench args, e.g. --what dense,host --iters 10]
+#   bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options] [extra bench args, e.g. --what dense,host --iters 10]
 # Name the commit that runs (the device's .git is the session's first): PYDG_GIT_COMMIT=<hash> bash ...
 # extras: what the issues measure beside the suite and the GEMM benchmark, into $OUT/extras.log:
 # compute-sanitizer (memcheck, synccheck, racecheck), the cast kernels' bandwidth (scripts/bench_cast.py),
@@ -13,9 +13,11 @@
 # 4096,2112,7168 and 64,2112,7168), into
 # $OUT/profile.txt. PYDG_NCU_CLOCKS=none profiles at the GPU's own clocks (ncu locks them to base by
 # default, where a 12 us kernel may rank otherwise than in the bench).
-# early: the early start's GPU tests (tests/test_early_start_gpu.py, at most 300 s) and, if they pass,
-# its same-run A/B (scripts/ab_plans.py --toggle early, at most 270 s) on the shapes given or the
-# default list, into $OUT/early.log.
+# options: the GPU tests of the kernel options not yet chosen by the heuristic (the early start,
+# tests/test_early_start_gpu.py; B's L2 prefetch, tests/test_prefetch_gpu.py; at most 300 s) and, if
+# they pass, their same-run A/B (scripts/ab_plans.py --toggle $PYDG_TOGGLES, default
+# early,prefetch4,prefetch8,early+prefetch4; at most 270 s) on the shapes given or the default list,
+# into $OUT/options.log.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
 # (about 300 s, DeepGEMM's build included) do not fit together; `bench` + `sweep` do, `tests` + `extras`
 # only just (extras last timed at 56b172a).
@@ -28,8 +30,8 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 [ $# -gt 0 ] && shift
 case $what in
-  tests|bench|all|extras|sweep|profile|early) ;;
-  *) echo "usage: bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|early] [extra bench args]" >&2; exit 2 ;;
+  tests|bench|all|extras|sweep|profile|options) ;;
+  *) echo "usage: bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options] [extra bench args]" >&2; exit 2 ;;
 esac
 
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYDG_CACHE_DIR=/tmp/pydg-cache
@@ -85,20 +87,21 @@ if [ "$what" = sweep ]; then
   exit $sweep_status
 fi
 
-if [ "$what" = early ]; then
+if [ "$what" = options ]; then
   shapes=("$@")
   [ ${#shapes[@]} -gt 0 ] || shapes=(4096,32768,512 4096,24576,1536 4096,7168,2048 4096,4096,7168 4096,7168,16384
-    4096,2112,7168 2500,7168,7168 contiguous:8,4096,4096,7168 contiguous:4,8192,7168,2048 masked:4,256,7168,2048
-    masked:1,1024,4096,7168)
+    4096,2112,7168 2500,7168,7168 64,7168,16384 128,4096,7168 contiguous:8,4096,4096,7168 contiguous:4,8192,7168,2048
+    masked:4,256,7168,2048 masked:4,256,4096,7168 masked:2,512,7168,2048 masked:1,1024,4096,7168 1024,7168,2048
+    1024,4096,7168)
   # A wrong hand-back of stages hangs the kernel: the tests get a time limit, and the A/B runs only
   # after they pass.
-  ( timeout 300 python3 -m pytest -v -x -rs -p no:cacheprovider tests/test_early_start_gpu.py 2>&1 | tail -n 30
-    early_status=${PIPESTATUS[0]}
-    [ "$early_status" = 0 ] || exit "$early_status"
-    timeout 270 python3 scripts/ab_plans.py --toggle early "${shapes[@]}" 2>&1 ) > "$OUT/early.log" 2>&1
-  early_status=$?
-  cat "$OUT/early.log"
-  exit $early_status
+  ( timeout 300 python3 -m pytest -v -x -rs -p no:cacheprovider tests/test_early_start_gpu.py tests/test_prefetch_gpu.py 2>&1 | tail -n 40
+    options_status=${PIPESTATUS[0]}
+    [ "$options_status" = 0 ] || exit "$options_status"
+    timeout 270 python3 scripts/ab_plans.py --toggle "${PYDG_TOGGLES:-early,prefetch4,prefetch8,early+prefetch4}" "${shapes[@]}" 2>&1 ) > "$OUT/options.log" 2>&1
+  options_status=$?
+  cat "$OUT/options.log"
+  exit $options_status
 fi
 
 if [ "$what" = profile ]; then

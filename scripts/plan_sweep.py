@@ -39,6 +39,17 @@ def time_us(fn, iters=20):
     return times[len(times) // 2]
 
 
+def shape_of(spec: str):
+    """(mode, plan arguments (m, n, k, groups, expected_m)) of a SHAPE argument, as choose_plan takes them."""
+    mode, _, dims = spec.rpartition(":")
+    mode = mode or "dense"
+    if mode == "dense":
+        m, n, k = map(int, dims.split(","))
+        return mode, (m, n, k, 1, None)
+    groups, m, n, k = map(int, dims.split(","))
+    return mode, ((groups * m if mode == "contiguous" else m), n, k, groups, m if mode == "masked" else None)
+
+
 def problem(spec: str):
     """(mode, plan arguments, arrays, pydg's own call) of a SHAPE argument."""
     mode, _, dims = spec.rpartition(":")
@@ -113,6 +124,14 @@ def toggled_early(plan):
     """The plan with the next tile's first wgmma issued before its epilogue or not (GemmPlan.early_start);
     None where the overlapped loop runs."""
     return replace(plan, early_start=not plan.early_start) if plan.allows_early_start else None
+
+
+def toggled_prefetch(distance: int):
+    """A toggle: the plan with B prefetched into L2 `distance` k-blocks ahead (GemmPlan.prefetch_b, at
+    most the tile's k-blocks), or without the prefetch where it has one."""
+    def toggle(plan):
+        return replace(plan, prefetch_b=0 if plan.prefetch_b else min(distance, plan.num_k_blocks))
+    return toggle
 
 
 def toggled_inner(plan):

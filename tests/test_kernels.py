@@ -231,6 +231,47 @@ def test_early_start_issues_the_next_tiles_mma_among_the_epilogue_stores(plan, t
     assert "QGMMA" not in epilogue(_plan_sass(plan, tmp_path))
 
 
+# B prefetched into L2 ahead of the ring (GemmPlan.prefetch_b): one variant per layout, row count and
+# cluster form (pairs sharing B prefetch from one CTA), with and without the early start.
+PREFETCH_VARIANTS = list({(p.mode, p.block_m, p.multicast, p.output_in_stages):
+                          replace(p, prefetch_b=min(6, p.num_k_blocks),
+                                  early_start=p.allows_early_start and p.block_m == 256)
+                          for p in VARIANTS if p.block_n in (64, 112, 128)}.values())
+
+
+def test_prefetch_variants_cover_every_form():
+    forms = {(p.mode, p.block_m) for p in PREFETCH_VARIANTS}
+    assert {(mode, bm) for mode in ("dense", "masked") for bm in (64, 128, 256)} <= forms
+    assert {("contiguous", 64), ("contiguous", 128)} <= forms
+    assert {p.multicast for p in PREFETCH_VARIANTS} == {"none", "a", "b"}
+    assert any(p.early_start for p in PREFETCH_VARIANTS) and any(p.output_in_stages for p in PREFETCH_VARIANTS)
+
+
+@pytest.mark.parametrize("plan", PREFETCH_VARIANTS,
+                         ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-{p.multicast}" + ("-staged" if p.output_in_stages else ""))
+def test_prefetch_variant_compiles_without_spills(plan: GemmPlan):
+    compiled = compile_cubin(source.sources()[source.ENTRY], source.ENTRY, source.options(plan))
+    assert compiled.ptxas.spill_stores == 0 and compiled.ptxas.spill_loads == 0, compiled.log
+    assert compiled.ptxas.stack_frame == 0, compiled.log
+    assert "C7514" not in compiled.log and "C7508" not in compiled.log, compiled.log
+
+
+@pytest.mark.parametrize("plan", [choose_plan("masked", 256, 7168, 2048, 4, 132, expected_m=256),
+                                  choose_plan("dense", 4096, 32768, 512, 1, 132)],
+                         ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}")
+def test_prefetch_b_issues_l2_prefetches_from_the_producer_only(plan, tmp_path):
+    """The producer's TMA prefetches (UTMAPF): the first tile's k-blocks past the ring, the k-loop's
+    own and the next tile's. The plan without it has none, and the math warps' code is unchanged
+    (same QGMMA count)."""
+    sass = _plan_sass(plan, tmp_path)
+    ahead = _plan_sass(replace(plan, prefetch_b=min(6, plan.num_k_blocks)), tmp_path)
+    assert "UTMAPF" not in sass
+    prefetches = re.findall(r"UTMAPF\.L2\.3D", ahead)
+    assert len(prefetches) >= 3, ahead
+    assert len(re.findall(r"\bQGMMA\b", ahead)) == len(re.findall(r"\bQGMMA\b", sass))
+    assert not re.search(r"\b(LDL|STL)\b", ahead)
+
+
 def test_wgmma_header_is_generated_one():
     import importlib.util
     import pathlib

@@ -328,6 +328,25 @@ def test_early_start_is_off_by_default_and_needs_the_one_accumulator_loop():
         replace(overlapped, early_start=True).validate()
 
 
+def test_prefetch_b_is_off_by_default_and_looks_at_most_one_tile_ahead():
+    """GemmPlan.prefetch_b: a kernel option with its own compile-time value and cache key, not chosen by
+    the heuristic until a GPU has timed it; the producer's second walk reaches the next tile only."""
+    for mode, m, n, k, groups, expected in (("dense", 4096, 32768, 512, 1, None), ("dense", 64, 7168, 2048, 1, None),
+                                            ("masked", 256, 7168, 2048, 4, 256)):
+        plan = choose_plan(mode, m, n, k, groups, 132, expected_m=expected)
+        assert plan.prefetch_b == 0 and plan.defines()["PYDG_PREFETCH_B"] == "0"
+        assert "prefetched" not in plan.summary()
+    base = choose_plan("masked", 256, 7168, 2048, 4, 132, expected_m=256)
+    ahead = replace(base, prefetch_b=6)
+    ahead.validate()
+    assert ahead.defines()["PYDG_PREFETCH_B"] == "6" and "B prefetched 6 k-blocks ahead" in ahead.summary()
+    assert source.cache_key(ahead) != source.cache_key(base)
+    replace(base, prefetch_b=base.num_k_blocks).validate()
+    for bad in (base.num_k_blocks + 1, -1):
+        with pytest.raises(ValueError, match="prefetch_b"):
+            replace(base, prefetch_b=bad).validate()
+
+
 @pytest.mark.parametrize("block_n", range(16, 257, 16))
 def test_output_is_stored_in_swizzled_chunks_of_every_width(block_n):
     # OutputTile (fp8_gemm.cuh): the widest of 64, 32 and 16 columns that divides the tile's width,

@@ -108,7 +108,7 @@ DEVICE void with_constant(uint32_t value, const F& f) {
 
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kShapeN,
           uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM, bool kOverlapPromotion,
-          bool kOutputInStages, bool kEarlyStart, uint32_t kSmemBytes>
+          bool kOutputInStages, bool kEarlyStart, uint32_t kPrefetchB, uint32_t kSmemBytes>
 DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma_sa, const TmaMap& tma_d,
                      const TmaMap& tma_a_tail, const TmaMap& tma_sa_tail,
                      const float* __restrict__ scales_b, uint8_t* d_ptr, const int* grouping, uint32_t shape_m,
@@ -207,7 +207,29 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             const uint32_t tail_rows = kMode == kDense ? (shape_m % kBlockM + 15) / 16 * 16 : 0;
             const uint32_t tail_block = tail_rows != 0 && tail_rows < kBlockM ? shape_m / kBlockM : ~0u;
             uint32_t stage = 0, phase = 0;
+            // kPrefetchB: with k-block kb's loads, B's k-block kb + kPrefetchB goes into L2 (this
+            // tile's or, near its end, the next tile's), so the ring's loads of B, which the
+            // stages' shared memory limits to a few k-blocks ahead of the math, find it there.
+            // Where B is read by one tile only (masked groups, small M) it comes from device
+            // memory, whose latency under load is about two k-blocks of a 256-row tile's MMAs.
+            // A second walk, one tile ahead, gives the next tile.
+            auto prefetch_b = [&](const Tile& t, uint32_t kb) {
+                const bool loads_b = !(kMulticastB && !t.own_b) || cta_rank == 0;
+                if (!t.skip && !t.idle && loads_b)
+                    tma_prefetch_l2_3d(&tma_b, kb * kBlockK, t.n_block * kBlockN, kMode == kDense ? 0 : t.group);
+            };
+            auto ahead = scheduler;
+            Tile next;
+            bool has_next = false;
+            if constexpr (kPrefetchB > 0) {
+                // The first tile: the k-blocks between the ring's first fill and the first prefetch.
+                has_next = ahead.next(next);
+                for (uint32_t kb = kNumStages; has_next && kb < kPrefetchB && kb < kNumKBlocks; ++kb)
+                    prefetch_b(next, kb);
+            }
             while (scheduler.next(tile)) {
+                if constexpr (kPrefetchB > 0)
+                    has_next = ahead.next(next);
                 if (tile.skip)
                     continue;
                 const bool tail = tile.m_block == tail_block;
@@ -246,6 +268,13 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                             tma_load_3d_multicast(&tma_b, bar, b_dst, k, n_row, group_b, 0x3);
                     } else {
                         tma_load_3d(&tma_b, bar, b_dst, k, n_row, group_b);
+                    }
+                    if constexpr (kPrefetchB > 0) {
+                        const uint32_t later = kb + kPrefetchB;
+                        if (later < kNumKBlocks)
+                            prefetch_b(tile, later);
+                        else if (has_next && later - kNumKBlocks < kNumKBlocks)
+                            prefetch_b(next, later - kNumKBlocks);
                     }
                     advance_stage<kNumStages>(stage, phase);
                 }

@@ -52,6 +52,9 @@ class GemmPlan:
     early_start: the epilogue issues the next tile's first wgmma before its stmatrix stores and
     waits for it after them, so the tensor cores work through the stores (one-accumulator loop
     only, see allows_early_start). Off by default until it is timed on a GPU.
+    prefetch_b: the producer prefetches B's k-block kb + prefetch_b (this tile's or the next's) into
+    L2 with k-block kb's loads, beyond the ring of stages; 0: no prefetch. At most num_k_blocks.
+    Off by default until it is timed on a GPU.
     """
 
     mode: str
@@ -72,6 +75,7 @@ class GemmPlan:
     overlap_promotion: bool = False
     output_in_stages: bool = False
     early_start: bool = False
+    prefetch_b: int = 0
 
     @property
     def num_math_groups(self) -> int:
@@ -182,6 +186,7 @@ class GemmPlan:
             "PYDG_OVERLAP_PROMOTION": "true" if self.overlap_promotion else "false",
             "PYDG_OUTPUT_IN_STAGES": "true" if self.output_in_stages else "false",
             "PYDG_EARLY_START": "true" if self.early_start else "false",
+            "PYDG_PREFETCH_B": str(self.prefetch_b),
             "PYDG_SMEM_BYTES": str(self.smem_bytes),
         }
 
@@ -193,6 +198,7 @@ class GemmPlan:
                 + (", overlapped promotion" if self.overlap_promotion else "")
                 + (f", output staged in {self.held_stages} stages" if self.output_in_stages else "")
                 + (", next tile started early" if self.early_start else "")
+                + (f", B prefetched {self.prefetch_b} k-blocks ahead" if self.prefetch_b else "")
                 + (f", last block loads {self.tail_rows} rows of A" if self.tail_rows else ""))
 
     def validate(self) -> None:
@@ -230,5 +236,8 @@ class GemmPlan:
                             "and one stage more, and no overlapped promotion")
         if self.early_start and not self.allows_early_start:
             problems.append("early start needs the one-accumulator loop (no overlapped promotion)")
+        # The producer's second walk looks one tile ahead, no further.
+        if not 0 <= self.prefetch_b <= self.num_k_blocks:
+            problems.append(f"prefetch_b {self.prefetch_b} outside 0..num_k_blocks ({self.num_k_blocks})")
         if problems:
             raise ValueError("invalid plan: " + "; ".join(problems))

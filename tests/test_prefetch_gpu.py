@@ -1,0 +1,102 @@
+"""B prefetched into L2 ahead of the ring (GemmPlan.prefetch_b) on an sm_90 GPU. A prefetch writes no
+shared memory and signals no barrier, so the results must match the plan without it bit for bit;
+what can go wrong is the producer's second walk (one tile ahead) leaving step with its first, or a
+prefetch of a box the tensor map does not hold. The cases run several tiles per CTA, in the forms
+that change what is prefetched: pairs sharing A or B (one CTA prefetches a shared B), dense rows ending
+inside a block, masked groups ending inside a tile or empty, contiguous padding blocks and idle tiles,
+a distance equal to the tile's k-blocks (every prefetch is of the next tile), and the early start."""
+import random
+from dataclasses import replace
+
+import pytest
+
+from gpu_util import DIFF_LIMIT, calc_diff, dequantize, launch_plan, nan_like, quantized_pair, torch_module
+from test_grouped_gpu import _check_masked, _contiguous_inputs, _masked_inputs
+from test_output_in_stages_gpu import _first
+
+pytestmark = pytest.mark.gpu
+
+
+def _pair(plan, distance: int, early: bool = False):
+    """(the plan without the prefetch, the same plan with it)."""
+    own = replace(plan, overlap_promotion=plan.overlap_promotion and not early, early_start=early)
+    own.validate()
+    ahead = replace(own, prefetch_b=distance)
+    ahead.validate()
+    return own, ahead
+
+
+# (M, N, K, block_m, block_n, cluster, multicast, distance, early)
+DENSE = [
+    (4096, 8192, 1024, 256, 128, 2, "a", 6, False),
+    (2000, 8192, 512, 256, 128, 2, "b", 4, False),
+    (4096, 4096, 1024, 256, 128, 2, "a", 3, True),
+    (1777, 6144, 640, 128, 192, 1, "none", 5, False),
+    (512, 7168, 896, 64, 112, 1, "none", 7, False),
+    (300, 8192, 128, 64, 64, 1, "none", 1, False),
+]
+
+
+@pytest.mark.parametrize("m,n,k,block_m,block_n,cluster,multicast,distance,early", DENSE)
+def test_dense(m, n, k, block_m, block_n, cluster, multicast, distance, early):
+    torch = torch_module()
+    own, ahead = _pair(_first("dense", m, n, k, 1, block_m, block_n, cluster, multicast), distance, early)
+    assert ahead.num_tiles > 1.5 * ahead.num_sms, ahead.summary()
+    a, sa = quantized_pair(torch, m, k, per_block=False)
+    b, sb = quantized_pair(torch, n, k, per_block=True)
+    expected = nan_like(torch, (m, n))
+    launch_plan(torch, own, (a, sa, b, sb, expected))
+    buffer = nan_like(torch, (m + 64, n))
+    launch_plan(torch, ahead, (a, sa, b, sb, buffer[:m]))
+    torch.cuda.synchronize()
+    reference = dequantize(torch, a, sa, False) @ dequantize(torch, b, sb, True).T
+    assert not buffer[:m].isnan().any(), ahead.summary()
+    assert buffer[m:].isnan().all(), ahead.summary()
+    assert calc_diff(torch, buffer[:m], reference) <= DIFF_LIMIT, ahead.summary()
+    assert torch.equal(buffer[:m], expected), ahead.summary()
+
+
+@pytest.mark.parametrize("groups,m_max,block_m,block_n,distance",
+                         [(4, 256, 256, 112, 5), (6, 512, 64, 112, 3), (5, 384, 128, 128, 5)])
+def test_masked(groups, m_max, block_m, block_n, distance):
+    """The next tile is often another group's, or past an empty group."""
+    torch = torch_module()
+    rng = random.Random(groups * m_max + block_n)
+    n, k = 7168, 640
+    masked = [m_max, 0, 1] + [rng.randint(1, m_max) for _ in range(groups - 3)]
+    a, sa, b, sb, b_ref = _masked_inputs(torch, groups, m_max, n, k)
+    masked_m = torch.tensor(masked, device="cuda", dtype=torch.int32)
+    own, ahead = _pair(_first("masked", m_max, n, k, groups, block_m, block_n, 1, "none", expected_m=m_max), distance)
+    expected = nan_like(torch, (groups, m_max, n))
+    launch_plan(torch, own, (a, sa, b, sb, expected, masked_m))
+    out = nan_like(torch, (groups, m_max, n))
+    launch_plan(torch, ahead, (a, sa, b, sb, out, masked_m))
+    torch.cuda.synchronize()
+    _check_masked(torch, a, sa, b_ref, out, masked)
+    assert torch.equal(out.nan_to_num(), expected.nan_to_num()), ahead.summary()
+    assert torch.equal(out.isnan(), expected.isnan()), ahead.summary()
+
+
+@pytest.mark.parametrize("block_m,block_n,multicast,distance",
+                         [(128, 192, "b", 6), (128, 128, "a", 2), (64, 176, "b", 6)])
+def test_contiguous_with_padding_blocks(block_m, block_n, multicast, distance):
+    """Padding blocks are skipped (nothing prefetched for them), and in pairs sharing B one CTA's block
+    may be padding (an idle tile) or the two blocks' experts may differ (each CTA loads its own B)."""
+    torch = torch_module()
+    sizes = [0, 1, 128, 300, 1000, 1, 0, 330, 2000, 64, 128]
+    n, k = 4096, 768
+    a, sa, b, sb, b_ref, m_indices = _contiguous_inputs(torch, sizes, n, k)
+    own, ahead = _pair(_first("contiguous", a.shape[0], n, k, len(sizes), block_m, block_n, 2, multicast), distance)
+    expected = nan_like(torch, (a.shape[0], n))
+    launch_plan(torch, own, (a, sa, b, sb, expected, m_indices))
+    out = nan_like(torch, (a.shape[0], n))
+    launch_plan(torch, ahead, (a, sa, b, sb, out, m_indices))
+    torch.cuda.synchronize()
+    a_ref, idx = dequantize(torch, a, sa, False), m_indices.long()
+    for g in range(len(sizes)):
+        rows = (idx == g).nonzero().squeeze(1)
+        if rows.numel():
+            assert not out[rows].isnan().any(), ahead.summary()
+            assert calc_diff(torch, out[rows], a_ref[rows] @ b_ref[g].T) <= DIFF_LIMIT, ahead.summary()
+    assert out[(idx < 0).nonzero().squeeze(1)].isnan().all(), ahead.summary()
+    assert torch.equal(out.nan_to_num(), expected.nan_to_num()), ahead.summary()
