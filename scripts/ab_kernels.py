@@ -6,16 +6,19 @@ DIR: a folder holding the edited .cu/.cuh files (a copy of pydg/kernels with the
 SHAPE: as in scripts/plan_sweep.py (M,N,K, contiguous:G,M,N,K or masked:G,M,N,K); the heuristic's
 plan of each shape runs from both sources. Each output is compared with pydg's own call (same bits
 expected unless the change alters the arithmetic)."""
+import concurrent.futures
+import os
 import pathlib
 import sys
 
 import torch
 
 from pydg.kernels import source
+from pydg.kernels.source import compile_plan
 from pydg.kernels.fp8_gemm import GemmLauncher
 from pydg.scheduler.heuristics import choose_plan
 
-from plan_sweep import alternate, with_reference  # noqa: E402  (scripts/ is on sys.path when run as a script)
+from plan_sweep import alternate, shape_of, with_reference  # noqa: E402  (scripts/ is on sys.path when run as a script)
 
 PACKAGE_DIR = source.KERNEL_DIR
 
@@ -35,10 +38,27 @@ def launcher(folder: pathlib.Path, plan, ops) -> GemmLauncher:
         use_sources(PACKAGE_DIR)
 
 
-def compare(folder: pathlib.Path, spec: str, iters: int = 30) -> None:
-    mode, (m, n, k, groups, expected), arrays, reference, ops, pointers, stream = with_reference(spec)
-    plan = choose_plan(mode, m, n, k, groups, torch.cuda.get_device_properties(0).multi_processor_count,
+def plan_of(spec: str):
+    mode, (m, n, k, groups, expected) = shape_of(spec)
+    return choose_plan(mode, m, n, k, groups, torch.cuda.get_device_properties(0).multi_processor_count,
                        expected_m=expected)
+
+
+def precompile(folders, plans) -> None:
+    """Every plan compiled from each folder's sources in parallel threads (NVRTC releases the GIL), one
+    folder at a time since the source folder is the module's; the launchers then find them compiled."""
+    for folder in folders:
+        use_sources(folder)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+                list(pool.map(compile_plan, plans))
+        finally:
+            use_sources(PACKAGE_DIR)
+
+
+def compare(folder: pathlib.Path, spec: str, iters: int = 30) -> None:
+    arrays, reference, ops, pointers, stream = with_reference(spec)[2:]
+    plan = plan_of(spec)
     runs = [launcher(PACKAGE_DIR, plan, ops), launcher(folder, plan, ops)]
     labels = [f"{spec} package", f"{spec} edited"]
     package, edited = alternate(runs, labels, arrays[4], reference, pointers, stream, iters)
@@ -48,5 +68,6 @@ def compare(folder: pathlib.Path, spec: str, iters: int = 30) -> None:
 
 if __name__ == "__main__":
     folder = pathlib.Path(sys.argv[1]).resolve()
+    precompile([PACKAGE_DIR, folder], [plan_of(spec) for spec in sys.argv[2:]])
     for spec in sys.argv[2:]:
         compare(folder, spec)

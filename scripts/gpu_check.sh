@@ -14,10 +14,11 @@
 # $OUT/profile.txt. PYDG_NCU_CLOCKS=none profiles at the GPU's own clocks (ncu locks them to base by
 # default, where a 12 us kernel may rank otherwise than in the bench).
 # options: the GPU tests of the kernel options not yet chosen by the heuristic (the early start,
-# tests/test_early_start_gpu.py; B's L2 prefetch, tests/test_prefetch_gpu.py; at most 240 s) and, if
+# tests/test_early_start_gpu.py; B's L2 prefetch, tests/test_prefetch_gpu.py; at most 200 s) and, if
 # they pass, their same-run A/B (scripts/ab_plans.py --toggle $PYDG_TOGGLES, default
-# early,prefetch4,prefetch8,early+prefetch4; at most 240 s) on the shapes given or the default list,
-# then the masked K = 2048 shapes with the output in stages (--toggle output, 60 s), into $OUT/options.log.
+# early,prefetch4,early+prefetch4; at most 210 s) on the shapes given or the default list, then each
+# edited kernel folder under variants/ (if any) against the package's (scripts/ab_kernels.py, 110 s
+# each), into $OUT/options.log.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
 # (about 300 s, DeepGEMM's build included) do not fit together; `bench` + `sweep` do, `tests` + `extras`
 # only just (extras last timed at 56b172a).
@@ -94,13 +95,28 @@ if [ "$what" = options ]; then
     masked:4,256,7168,2048 masked:4,256,4096,7168 masked:2,512,7168,2048 masked:1,1024,4096,7168 1024,7168,2048
     1024,4096,7168)
   # A wrong hand-back of stages hangs the kernel: the tests get a time limit, and the A/B runs only
-  # after they pass.
-  ( timeout 240 python3 -m pytest -v -x -rs -p no:cacheprovider tests/test_early_start_gpu.py tests/test_prefetch_gpu.py 2>&1 | tail -n 40
-    options_status=${PIPESTATUS[0]}
+  # after they pass. Four pytest processes side by side: the tests compile about 60 kernels, one by one.
+  ( pids=()
+    for file in tests/test_early_start_gpu.py tests/test_prefetch_gpu.py; do
+      for part in dense "not dense"; do
+        timeout 200 python3 -m pytest -q -x -rs -p no:cacheprovider "$file" -k "$part" > "/tmp/options_$$_${#pids[@]}.log" 2>&1 &
+        pids+=($!)
+      done
+    done
+    options_status=0
+    for i in "${!pids[@]}"; do
+      wait "${pids[$i]}" || options_status=1
+      tail -n 15 "/tmp/options_$$_$i.log"
+    done
     [ "$options_status" = 0 ] || exit "$options_status"
-    timeout 240 python3 scripts/ab_plans.py --toggle "${PYDG_TOGGLES:-early,prefetch4,prefetch8,early+prefetch4}" "${shapes[@]}" 2>&1
-    # The masked decoding shapes' 256-row tiles with the output in their stages (a fourth stage), at K = 2048.
-    timeout 60 python3 scripts/ab_plans.py --toggle output masked:4,256,7168,2048 masked:2,512,7168,2048 2>&1 ) > "$OUT/options.log" 2>&1
+    timeout 210 python3 scripts/ab_plans.py --toggle "${PYDG_TOGGLES:-early,prefetch4,early+prefetch4}" "${shapes[@]}" 2>&1
+    # Edited kernel sources (a copy of pydg/kernels with one change each, under variants/) against the package's.
+    for variant in variants/*/; do
+      [ -d "$variant" ] || continue
+      echo "== variant $variant"
+      timeout 110 python3 scripts/ab_kernels.py "$variant" 4096,7168,16384 4096,4096,7168 4096,32768,512 \
+        4096,24576,1536 4096,7168,2048 masked:4,256,7168,2048 masked:4,256,4096,7168 64,2112,7168 2>&1
+    done ) > "$OUT/options.log" 2>&1
   options_status=$?
   cat "$OUT/options.log"
   exit $options_status
