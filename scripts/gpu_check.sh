@@ -13,7 +13,7 @@
 # 4096,2112,7168 and 64,2112,7168), into
 # $OUT/profile.txt. PYDG_NCU_CLOCKS=none profiles at the GPU's own clocks (ncu locks them to base by
 # default, where a 12 us kernel may rank otherwise than in the bench).
-# options: the GPU tests of the kernel options not yet chosen by the heuristic (the early start,
+# options (time limits PYDG_TEST_S, PYDG_AB_S, PYDG_VARIANT_S): the GPU tests of the kernel options not yet chosen by the heuristic (the early start,
 # tests/test_early_start_gpu.py; B's L2 prefetch, tests/test_prefetch_gpu.py; at most 200 s) and, if
 # they pass, their same-run A/B (scripts/ab_plans.py --toggle $PYDG_TOGGLES, default
 # early,prefetch4,early+prefetch4; at most 210 s) on the shapes given or the default list, then each
@@ -99,7 +99,7 @@ if [ "$what" = options ]; then
   ( pids=()
     for file in tests/test_early_start_gpu.py tests/test_prefetch_gpu.py; do
       for part in dense "not dense"; do
-        timeout 200 python3 -m pytest -q -x -rs -p no:cacheprovider "$file" -k "$part" > "/tmp/options_$$_${#pids[@]}.log" 2>&1 &
+        timeout "${PYDG_TEST_S:-200}" python3 -m pytest -q -x -rs -p no:cacheprovider "$file" -k "$part" > "/tmp/options_$$_${#pids[@]}.log" 2>&1 &
         pids+=($!)
       done
     done
@@ -109,12 +109,12 @@ if [ "$what" = options ]; then
       tail -n 15 "/tmp/options_$$_$i.log"
     done
     [ "$options_status" = 0 ] || exit "$options_status"
-    timeout 210 python3 scripts/ab_plans.py --toggle "${PYDG_TOGGLES:-early,prefetch4,early+prefetch4}" "${shapes[@]}" 2>&1
+    timeout "${PYDG_AB_S:-210}" python3 scripts/ab_plans.py --toggle "${PYDG_TOGGLES:-early,prefetch4,early+prefetch4}" "${shapes[@]}" 2>&1
     # Edited kernel sources (a copy of pydg/kernels with one change each, under variants/) against the package's.
     for variant in variants/*/; do
       [ -d "$variant" ] || continue
       echo "== variant $variant"
-      timeout 110 python3 scripts/ab_kernels.py "$variant" 4096,7168,16384 4096,4096,7168 4096,32768,512 \
+      timeout "${PYDG_VARIANT_S:-110}" python3 scripts/ab_kernels.py "$variant" 4096,7168,16384 4096,4096,7168 4096,32768,512 \
         4096,24576,1536 4096,7168,2048 masked:4,256,7168,2048 masked:4,256,4096,7168 64,2112,7168 2>&1
     done ) > "$OUT/options.log" 2>&1
   options_status=$?
