@@ -67,27 +67,58 @@ def test_dense(m, n, k, block_m, block_n, cluster, multicast, staged):
     assert torch.equal(buffer[:m], expected), early.summary()
 
 
+def masked_matches_own(own, other, groups: int, m_max: int, n: int, k: int, seed: int) -> None:
+    """`other` (`own` with an option on) on masked groups that are full, empty, of one row and random:
+    right against the reference, rows past a group's count left poisoned, and bit for bit `own`'s."""
+    torch = torch_module()
+    rng = random.Random(seed)
+    masked = [m_max, 0, 1] + [rng.randint(1, m_max) for _ in range(groups - 3)]
+    a, sa, b, sb, b_ref = _masked_inputs(torch, groups, m_max, n, k)
+    masked_m = torch.tensor(masked, device="cuda", dtype=torch.int32)
+    expected = nan_like(torch, (groups, m_max, n))
+    launch_plan(torch, own, (a, sa, b, sb, expected, masked_m))
+    out = nan_like(torch, (groups, m_max, n))
+    launch_plan(torch, other, (a, sa, b, sb, out, masked_m))
+    torch.cuda.synchronize()
+    _check_masked(torch, a, sa, b_ref, out, masked)
+    assert torch.equal(out.nan_to_num(), expected.nan_to_num()), other.summary()
+    assert torch.equal(out.isnan(), expected.isnan()), other.summary()
+
+
+# Experts of 0, 1 and up to 2000 rows: 36 blocks of 64 rows with the trailing padding one.
+EXPERT_SIZES = [0, 1, 128, 300, 1000, 1, 0, 330, 2000, 64, 128]
+
+
+def contiguous_matches_own(plans_for, n: int, k: int) -> None:
+    """`plans_for(rows)` = (own, other), the plan without and with an option for the concatenated rows
+    of EXPERT_SIZES: `other` right against the reference, padding rows left poisoned, bit for bit `own`'s."""
+    torch = torch_module()
+    a, sa, b, sb, b_ref, m_indices = _contiguous_inputs(torch, EXPERT_SIZES, n, k)
+    own, other = plans_for(a.shape[0])
+    expected = nan_like(torch, (a.shape[0], n))
+    launch_plan(torch, own, (a, sa, b, sb, expected, m_indices))
+    out = nan_like(torch, (a.shape[0], n))
+    launch_plan(torch, other, (a, sa, b, sb, out, m_indices))
+    torch.cuda.synchronize()
+    a_ref, idx = dequantize(torch, a, sa, False), m_indices.long()
+    for g in range(len(EXPERT_SIZES)):
+        rows = (idx == g).nonzero().squeeze(1)
+        if rows.numel():
+            assert not out[rows].isnan().any(), other.summary()
+            assert calc_diff(torch, out[rows], a_ref[rows] @ b_ref[g].T) <= DIFF_LIMIT, other.summary()
+    assert out[(idx < 0).nonzero().squeeze(1)].isnan().all(), other.summary()
+    assert torch.equal(out.nan_to_num(), expected.nan_to_num()), other.summary()
+
+
 @pytest.mark.parametrize("groups,m_max,block_m,block_n,staged",
                          [(4, 256, 256, 112, False), (8, 1024, 256, 128, True), (4, 768, 128, 192, False),
                           (6, 512, 64, 112, False)])
 def test_masked(groups, m_max, block_m, block_n, staged):
     """Groups that end inside a tile (stored from the math threads), empty and full groups: the next
     tile is often another group's."""
-    torch = torch_module()
-    rng = random.Random(groups * m_max + block_n)
     n, k = 7168, 640
-    masked = [m_max, 0, 1] + [rng.randint(1, m_max) for _ in range(groups - 3)]
-    a, sa, b, sb, b_ref = _masked_inputs(torch, groups, m_max, n, k)
-    masked_m = torch.tensor(masked, device="cuda", dtype=torch.int32)
     own, early = _pairs(_first("masked", m_max, n, k, groups, block_m, block_n, 1, "none", expected_m=m_max), staged)
-    expected = nan_like(torch, (groups, m_max, n))
-    launch_plan(torch, own, (a, sa, b, sb, expected, masked_m))
-    out = nan_like(torch, (groups, m_max, n))
-    launch_plan(torch, early, (a, sa, b, sb, out, masked_m))
-    torch.cuda.synchronize()
-    _check_masked(torch, a, sa, b_ref, out, masked)
-    assert torch.equal(out.nan_to_num(), expected.nan_to_num()), early.summary()
-    assert torch.equal(out.isnan(), expected.isnan()), early.summary()
+    masked_matches_own(own, early, groups, m_max, n, k, seed=groups * m_max + block_n)
 
 
 @pytest.mark.parametrize("block_m,block_n,multicast,staged",
@@ -95,21 +126,6 @@ def test_masked(groups, m_max, block_m, block_n, staged):
 def test_contiguous_with_padding_blocks(block_m, block_n, multicast, staged):
     """Padding blocks are skipped, and in pairs sharing B one CTA's block may be padding (an idle
     tile: no early start into it, and the tile after it loads its scales itself)."""
-    torch = torch_module()
-    sizes = [0, 1, 128, 300, 1000, 1, 0, 330, 2000, 64, 128]  # 36 blocks with the trailing padding one
     n, k = 4096, 768
-    a, sa, b, sb, b_ref, m_indices = _contiguous_inputs(torch, sizes, n, k)
-    own, early = _pairs(_first("contiguous", a.shape[0], n, k, len(sizes), block_m, block_n, 2, multicast), staged)
-    expected = nan_like(torch, (a.shape[0], n))
-    launch_plan(torch, own, (a, sa, b, sb, expected, m_indices))
-    out = nan_like(torch, (a.shape[0], n))
-    launch_plan(torch, early, (a, sa, b, sb, out, m_indices))
-    torch.cuda.synchronize()
-    a_ref, idx = dequantize(torch, a, sa, False), m_indices.long()
-    for g in range(len(sizes)):
-        rows = (idx == g).nonzero().squeeze(1)
-        if rows.numel():
-            assert not out[rows].isnan().any(), early.summary()
-            assert calc_diff(torch, out[rows], a_ref[rows] @ b_ref[g].T) <= DIFF_LIMIT, early.summary()
-    assert out[(idx < 0).nonzero().squeeze(1)].isnan().all(), early.summary()
-    assert torch.equal(out.nan_to_num(), expected.nan_to_num()), early.summary()
+    contiguous_matches_own(lambda rows: _pairs(_first("contiguous", rows, n, k, len(EXPERT_SIZES), block_m, block_n,
+                                                      2, multicast), staged), n, k)

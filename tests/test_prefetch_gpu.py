@@ -5,13 +5,12 @@ prefetch of a box the tensor map does not hold. The cases run several tiles per 
 that change what is prefetched: pairs sharing A or B (one CTA prefetches a shared B), dense rows ending
 inside a block, masked groups ending inside a tile or empty, contiguous padding blocks and idle tiles,
 a distance equal to the tile's k-blocks (every prefetch is of the next tile), and the early start."""
-import random
 from dataclasses import replace
 
 import pytest
 
 from gpu_util import DIFF_LIMIT, calc_diff, dequantize, launch_plan, nan_like, quantized_pair, torch_module
-from test_grouped_gpu import _check_masked, _contiguous_inputs, _masked_inputs
+from test_early_start_gpu import EXPERT_SIZES, contiguous_matches_own, masked_matches_own
 from test_output_in_stages_gpu import _first
 
 pytestmark = pytest.mark.gpu
@@ -60,21 +59,9 @@ def test_dense(m, n, k, block_m, block_n, cluster, multicast, distance, early):
                          [(4, 256, 256, 112, 5), (6, 512, 64, 112, 3), (5, 384, 128, 128, 5)])
 def test_masked(groups, m_max, block_m, block_n, distance):
     """The next tile is often another group's, or past an empty group."""
-    torch = torch_module()
-    rng = random.Random(groups * m_max + block_n)
     n, k = 7168, 640
-    masked = [m_max, 0, 1] + [rng.randint(1, m_max) for _ in range(groups - 3)]
-    a, sa, b, sb, b_ref = _masked_inputs(torch, groups, m_max, n, k)
-    masked_m = torch.tensor(masked, device="cuda", dtype=torch.int32)
     own, ahead = _pair(_first("masked", m_max, n, k, groups, block_m, block_n, 1, "none", expected_m=m_max), distance)
-    expected = nan_like(torch, (groups, m_max, n))
-    launch_plan(torch, own, (a, sa, b, sb, expected, masked_m))
-    out = nan_like(torch, (groups, m_max, n))
-    launch_plan(torch, ahead, (a, sa, b, sb, out, masked_m))
-    torch.cuda.synchronize()
-    _check_masked(torch, a, sa, b_ref, out, masked)
-    assert torch.equal(out.nan_to_num(), expected.nan_to_num()), ahead.summary()
-    assert torch.equal(out.isnan(), expected.isnan()), ahead.summary()
+    masked_matches_own(own, ahead, groups, m_max, n, k, seed=groups * m_max + block_n)
 
 
 @pytest.mark.parametrize("block_m,block_n,multicast,distance",
@@ -82,21 +69,6 @@ def test_masked(groups, m_max, block_m, block_n, distance):
 def test_contiguous_with_padding_blocks(block_m, block_n, multicast, distance):
     """Padding blocks are skipped (nothing prefetched for them), and in pairs sharing B one CTA's block
     may be padding (an idle tile) or the two blocks' experts may differ (each CTA loads its own B)."""
-    torch = torch_module()
-    sizes = [0, 1, 128, 300, 1000, 1, 0, 330, 2000, 64, 128]
     n, k = 4096, 768
-    a, sa, b, sb, b_ref, m_indices = _contiguous_inputs(torch, sizes, n, k)
-    own, ahead = _pair(_first("contiguous", a.shape[0], n, k, len(sizes), block_m, block_n, 2, multicast), distance)
-    expected = nan_like(torch, (a.shape[0], n))
-    launch_plan(torch, own, (a, sa, b, sb, expected, m_indices))
-    out = nan_like(torch, (a.shape[0], n))
-    launch_plan(torch, ahead, (a, sa, b, sb, out, m_indices))
-    torch.cuda.synchronize()
-    a_ref, idx = dequantize(torch, a, sa, False), m_indices.long()
-    for g in range(len(sizes)):
-        rows = (idx == g).nonzero().squeeze(1)
-        if rows.numel():
-            assert not out[rows].isnan().any(), ahead.summary()
-            assert calc_diff(torch, out[rows], a_ref[rows] @ b_ref[g].T) <= DIFF_LIMIT, ahead.summary()
-    assert out[(idx < 0).nonzero().squeeze(1)].isnan().all(), ahead.summary()
-    assert torch.equal(out.nan_to_num(), expected.nan_to_num()), ahead.summary()
+    contiguous_matches_own(lambda rows: _pair(_first("contiguous", rows, n, k, len(EXPERT_SIZES), block_m, block_n,
+                                                     2, multicast), distance), n, k)
