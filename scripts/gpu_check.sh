@@ -17,7 +17,7 @@
 # tests/test_early_start_gpu.py; B's L2 prefetch, tests/test_prefetch_gpu.py; at most 200 s) and, if
 # they pass, their same-run A/B (scripts/ab_plans.py --toggle $PYDG_TOGGLES, default
 # early,prefetch4,early+prefetch4; at most 210 s) on the shapes given or the default list, then each
-# edited kernel folder under variants/ (if any) against the package's (scripts/ab_kernels.py, 110 s
+# kernel change waiting under variants/ (NAME.patch, applied to a copy of pydg/kernels) against the package's (scripts/ab_kernels.py, 110 s
 # each), into $OUT/options.log.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
 # (about 300 s, DeepGEMM's build included) do not fit together; `bench` + `sweep` do, `tests` + `extras`
@@ -110,10 +110,14 @@ if [ "$what" = options ]; then
     done
     [ "$options_status" = 0 ] || exit "$options_status"
     timeout "${PYDG_AB_S:-210}" python3 scripts/ab_plans.py --toggle "${PYDG_TOGGLES:-early,prefetch4,early+prefetch4}" "${shapes[@]}" 2>&1
-    # Edited kernel sources (a copy of pydg/kernels with one change each, under variants/) against the package's.
-    for variant in variants/*/; do
-      [ -d "$variant" ] || continue
-      echo "== variant $variant"
+    # Each kernel change waiting under variants/ (a patch to a copy of pydg/kernels) against the package's.
+    for patch_file in variants/*.patch; do
+      [ -f "$patch_file" ] || continue
+      variant=/tmp/variant_$(basename "$patch_file" .patch)
+      rm -rf "$variant"; cp -r pydg/kernels "$variant"
+      echo "== variant $patch_file"
+      { command -v patch > /dev/null && patch -s -p1 -d "$variant" < "$patch_file"; } ||
+        git apply -p1 --unsafe-paths --directory="$variant" "$patch_file" || { echo "does not apply"; continue; }
       timeout "${PYDG_VARIANT_S:-110}" python3 scripts/ab_kernels.py "$variant" 4096,7168,16384 4096,4096,7168 4096,32768,512 \
         4096,24576,1536 4096,7168,2048 masked:4,256,7168,2048 masked:4,256,4096,7168 64,2112,7168 2>&1
     done ) > "$OUT/options.log" 2>&1

@@ -1,5 +1,6 @@
 """Every kernel variant the heuristics can choose compiles with NVRTC alone, without spills."""
 import math
+import pathlib
 import re
 import shutil
 import subprocess
@@ -113,7 +114,6 @@ def _sass(cubin_path) -> str | None:
     if tool is None:
         try:
             import nvidia.cu13  # noqa: F401  (pip wheel nvidia-cuda-cuobjdump)
-            import pathlib
 
             candidate = pathlib.Path(nvidia.cu13.__path__[0]) / "bin" / "cuobjdump"
             tool = str(candidate) if candidate.exists() else None
@@ -281,3 +281,28 @@ def test_wgmma_header_is_generated_one():
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
     assert (source.KERNEL_DIR / "wgmma_fp8.cuh").read_text() == gen.render()
+
+
+# Kernel changes waiting to be timed on a GPU (variants/README.md): each must still apply to the
+# package's sources and compile without spills on the plans scripts/gpu_check.sh times it on.
+PATCHES = sorted((pathlib.Path(__file__).resolve().parents[1] / "variants").glob("*.patch"))
+PATCH_PLANS = [choose_plan("dense", 4096, 7168, 16384, 1, 132), choose_plan("masked", 256, 7168, 2048, 4, 132, expected_m=256),
+               choose_plan("dense", 64, 2112, 7168, 1, 132)]
+
+
+@pytest.mark.parametrize("patch", PATCHES, ids=lambda p: p.stem)
+def test_waiting_kernel_change_applies_and_compiles_without_spills(patch, tmp_path):
+    if shutil.which("git") is None:
+        pytest.skip("git not found (the patch is applied with git apply)")
+    folder = tmp_path / "kernels"
+    shutil.copytree(source.KERNEL_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    subprocess.run(["git", "apply", "-p1", "--unsafe-paths", f"--directory={folder}", str(patch)],
+                   cwd=tmp_path, check=True, capture_output=True)
+    changed = [p.name for p in folder.iterdir() if p.read_text() != (source.KERNEL_DIR / p.name).read_text()]
+    assert changed, f"{patch.name} changes nothing"
+    for plan in PATCH_PLANS:
+        compiled = compile_cubin((folder / source.ENTRY).read_text(), source.ENTRY,
+                                 [f"{source.INCLUDE_OPTION}{folder}", *source.options(plan)[1:]])
+        assert compiled.ptxas.spill_stores == 0 and compiled.ptxas.spill_loads == 0, (plan.summary(), compiled.log)
+        assert compiled.ptxas.stack_frame == 0 and compiled.ptxas.local_bytes == 0, (plan.summary(), compiled.log)
+        assert "C7514" not in compiled.log, compiled.log
