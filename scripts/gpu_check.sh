@@ -16,7 +16,7 @@
 # options (time limits PYDG_TEST_S, PYDG_AB_S, PYDG_VARIANT_S): the GPU tests of the kernel options not yet chosen by the heuristic (the early start,
 # tests/test_early_start_gpu.py; B's L2 prefetch, tests/test_prefetch_gpu.py; at most 200 s) and, if
 # they pass, their same-run A/B (scripts/ab_plans.py --toggle $PYDG_TOGGLES, default
-# early,prefetch4,early+prefetch4; at most 210 s) on the shapes given or the default list, then each
+# early,prefetch4,early+prefetch4,output; at most 210 s) on the shapes given or the default list, then each
 # kernel change waiting under variants/ (NAME.patch, applied to a copy of pydg/kernels) against the package's (scripts/ab_kernels.py, 110 s
 # each), into $OUT/options.log.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
@@ -109,7 +109,7 @@ if [ "$what" = options ]; then
       tail -n 15 "/tmp/options_$$_$i.log"
     done
     [ "$options_status" = 0 ] || exit "$options_status"
-    timeout "${PYDG_AB_S:-210}" python3 scripts/ab_plans.py --toggle "${PYDG_TOGGLES:-early,prefetch4,early+prefetch4}" "${shapes[@]}" 2>&1
+    timeout "${PYDG_AB_S:-210}" python3 scripts/ab_plans.py --toggle "${PYDG_TOGGLES:-early,prefetch4,early+prefetch4,output}" "${shapes[@]}" 2>&1
     # Each kernel change waiting under variants/ (a patch to a copy of pydg/kernels) against the package's.
     for patch_file in variants/*.patch; do
       [ -f "$patch_file" ] || continue
