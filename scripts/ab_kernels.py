@@ -56,9 +56,8 @@ def precompile(folders, plans) -> None:
             use_sources(PACKAGE_DIR)
 
 
-def compare(folder: pathlib.Path, spec: str, iters: int = 30) -> None:
+def compare(folder: pathlib.Path, spec: str, plan, iters: int = 30) -> None:
     arrays, reference, ops, pointers, stream = with_reference(spec)[2:]
-    plan = plan_of(spec)
     runs = [launcher(PACKAGE_DIR, plan, ops), launcher(folder, plan, ops)]
     labels = [f"{spec} package", f"{spec} edited"]
     package, edited = alternate(runs, labels, arrays[4], reference, pointers, stream, iters)
@@ -68,6 +67,7 @@ def compare(folder: pathlib.Path, spec: str, iters: int = 30) -> None:
 
 if __name__ == "__main__":
     folder = pathlib.Path(sys.argv[1]).resolve()
-    precompile([PACKAGE_DIR, folder], [plan_of(spec) for spec in sys.argv[2:]])
-    for spec in sys.argv[2:]:
-        compare(folder, spec)
+    plans = {spec: plan_of(spec) for spec in sys.argv[2:]}
+    precompile([PACKAGE_DIR, folder], list(plans.values()))
+    for spec, plan in plans.items():
+        compare(folder, spec, plan)

@@ -13,11 +13,12 @@
 # 4096,2112,7168 and 64,2112,7168), into
 # $OUT/profile.txt. PYDG_NCU_CLOCKS=none profiles at the GPU's own clocks (ncu locks them to base by
 # default, where a 12 us kernel may rank otherwise than in the bench).
-# options (time limits PYDG_TEST_S, PYDG_AB_S, PYDG_VARIANT_S): the GPU tests of the kernel options not yet chosen by the heuristic (the early start,
-# tests/test_early_start_gpu.py; B's L2 prefetch, tests/test_prefetch_gpu.py; at most 200 s) and, if
-# they pass, their same-run A/B (scripts/ab_plans.py --toggle $PYDG_TOGGLES, default
-# early,prefetch4,early+prefetch4,output; at most 210 s) on the shapes given or the default list, then each
-# kernel change waiting under variants/ (NAME.patch, applied to a copy of pydg/kernels) against the package's (scripts/ab_kernels.py, 110 s
+# options: the GPU tests of the kernel options not yet chosen by the heuristic (the early start,
+# tests/test_early_start_gpu.py; B's L2 prefetch, tests/test_prefetch_gpu.py; at most PYDG_TEST_S,
+# 200 s) and, if they pass, their same-run A/B (scripts/ab_plans.py --toggle $PYDG_TOGGLES, default
+# early,prefetch4,early+prefetch4,output; at most PYDG_AB_S, 210 s) on the shapes given or the default
+# list, then each kernel change waiting in variants/ (NAME.patch, applied with git apply to a copy of
+# pydg/kernels) against the package's sources (scripts/ab_kernels.py; at most PYDG_VARIANT_S, 110 s,
 # each), into $OUT/options.log.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
 # (about 300 s, DeepGEMM's build included) do not fit together; `bench` + `sweep` do, `tests` + `extras`
@@ -116,8 +117,7 @@ if [ "$what" = options ]; then
       variant=/tmp/variant_$(basename "$patch_file" .patch)
       rm -rf "$variant"; cp -r pydg/kernels "$variant"
       echo "== variant $patch_file"
-      { command -v patch > /dev/null && patch -s -p1 -d "$variant" < "$patch_file"; } ||
-        git apply -p1 --unsafe-paths --directory="$variant" "$patch_file" || { echo "does not apply"; continue; }
+      git apply -p1 --unsafe-paths --directory="$variant" "$patch_file" || { echo "does not apply"; continue; }
       timeout "${PYDG_VARIANT_S:-110}" python3 scripts/ab_kernels.py "$variant" 4096,7168,16384 4096,4096,7168 4096,32768,512 \
         4096,24576,1536 4096,7168,2048 masked:4,256,7168,2048 masked:4,256,4096,7168 64,2112,7168 2>&1
     done ) > "$OUT/options.log" 2>&1
