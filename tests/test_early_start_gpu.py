@@ -106,7 +106,9 @@ def contiguous_matches_own(plans_for, n: int, k: int) -> None:
         if rows.numel():
             assert not out[rows].isnan().any(), other.summary()
             assert calc_diff(torch, out[rows], a_ref[rows] @ b_ref[g].T) <= DIFF_LIMIT, other.summary()
-    assert out[(idx < 0).nonzero().squeeze(1)].isnan().all(), other.summary()
+    # Padding rows inside an expert's last block are written (the block is one MMA tile); only blocks
+    # of padding alone stay poisoned, so the written pattern must be own's, which the suite checks.
+    assert torch.equal(out.isnan(), expected.isnan()), other.summary()
     assert torch.equal(out.nan_to_num(), expected.nan_to_num()), other.summary()
 
 
