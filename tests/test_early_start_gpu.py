@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from gpu_util import DIFF_LIMIT, calc_diff, dequantize, launch_plan, nan_like, quantized_pair, torch_module
-from test_grouped_gpu import _check_masked, _contiguous_inputs, _masked_inputs
+from test_grouped_gpu import _check_masked, _check_padding_blocks_poisoned, _contiguous_inputs, _masked_inputs
 from test_output_in_stages_gpu import _first, _staged
 
 pytestmark = pytest.mark.gpu
@@ -106,8 +106,7 @@ def contiguous_matches_own(plans_for, n: int, k: int) -> None:
         if rows.numel():
             assert not out[rows].isnan().any(), other.summary()
             assert calc_diff(torch, out[rows], a_ref[rows] @ b_ref[g].T) <= DIFF_LIMIT, other.summary()
-    # Padding rows inside an expert's last block are written (the block is one MMA tile); only blocks
-    # of padding alone stay poisoned, so the written pattern must be own's, which the suite checks.
+    _check_padding_blocks_poisoned(torch, out, idx)
     assert torch.equal(out.isnan(), expected.isnan()), other.summary()
     assert torch.equal(out.nan_to_num(), expected.nan_to_num()), other.summary()
 
