@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one script for a device call, from the repo root (carry .anchor to compare with DeepGEMM):
-#   bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options] [extra bench args, e.g. --what dense,host --iters 10]
+#   bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options|streamk] [extra bench args, e.g. --what dense,host --iters 10]
 # Name the commit that runs (the device's .git is the session's first): PYDG_GIT_COMMIT=<hash> bash ...
 # extras: what the issues measure beside the suite and the GEMM benchmark, into $OUT/extras.log:
 # compute-sanitizer (memcheck, synccheck, racecheck), the cast kernels' bandwidth (scripts/bench_cast.py),
@@ -20,6 +20,9 @@
 # list, then each kernel change waiting in variants/ (NAME.patch, applied with git apply to a copy of
 # pydg/kernels) against the package's sources (scripts/ab_kernels.py; at most PYDG_VARIANT_S, 110 s,
 # each), into $OUT/options.log.
+# streamk: stream-K's GPU tests (tests/test_stream_k_gpu.py, at most PYDG_TEST_S, 200 s; a lost partial
+# hangs the owner) and, if they pass, scripts/ab_stream_k.py on the shapes given or the default list (at
+# most PYDG_AB_S, 240 s), into $OUT/streamk.log.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
 # (about 300 s, DeepGEMM's build included) do not fit together; `bench` + `sweep` do, `tests` + `extras`
 # only just (extras last timed at 56b172a).
@@ -32,8 +35,8 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 [ $# -gt 0 ] && shift
 case $what in
-  tests|bench|all|extras|sweep|profile|options) ;;
-  *) echo "usage: bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options] [extra bench args]" >&2; exit 2 ;;
+  tests|bench|all|extras|sweep|profile|options|streamk) ;;
+  *) echo "usage: bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options|streamk] [extra bench args]" >&2; exit 2 ;;
 esac
 
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYDG_CACHE_DIR=/tmp/pydg-cache
@@ -124,6 +127,17 @@ if [ "$what" = options ]; then
   options_status=$?
   cat "$OUT/options.log"
   exit $options_status
+fi
+
+if [ "$what" = streamk ]; then
+  shapes=("$@")
+  [ ${#shapes[@]} -gt 0 ] || shapes=(4096,7168,16384 4096,7168,2048 4096,4096,7168 4096,24576,1536 4096,32768,512
+    4096,2112,7168 2500,7168,7168 6000,18432,7168 1000,7168,7168 6000,2048,7168 2500,18432,2048 300,18432,7168)
+  ( timeout "${PYDG_TEST_S:-200}" python3 -m pytest -q -rs -p no:cacheprovider tests/test_stream_k_gpu.py 2>&1 || exit 1
+    timeout "${PYDG_AB_S:-240}" python3 scripts/ab_stream_k.py "${shapes[@]}" 2>&1 ) > "$OUT/streamk.log" 2>&1
+  streamk_status=$?
+  cat "$OUT/streamk.log"
+  exit $streamk_status
 fi
 
 if [ "$what" = profile ]; then

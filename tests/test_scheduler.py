@@ -7,7 +7,7 @@ import pytest
 from pydg.scheduler import candidate_plans, choose_plan
 from pydg.scheduler.heuristics import rolled_k_loop
 from pydg.scheduler.plan import MAX_SMEM_BYTES, GemmPlan, b_scale_blocks_per_tile, smem_bytes
-from pydg.scheduler.tiles import cta_tiles, fast_div, fast_divisor, raster_divisors
+from pydg.scheduler.tiles import cta_tiles, fast_div, fast_divisor, raster_divisors, stream_k_partials
 from pydg.describe import default_operands
 from pydg.kernels import source
 from pydg.kernels.fp8_gemm import tensor_map_specs
@@ -45,10 +45,80 @@ def _random_dense_shapes(count, seed):
                          + list(_random_dense_shapes(12, 1)))
 def test_dense_walk_covers_each_tile_once(m, n, k):
     for plan in candidate_plans("dense", m, n, k, 1, 132):
+        if plan.stream_k:  # test_stream_k_walk_...
+            continue
         walks = _walk(plan)
         tiles = [(t.m_block, t.n_block) for ts in walks.values() for t in ts]
         assert len(tiles) == len(set(tiles)) == plan.num_m_blocks * plan.num_n_blocks
         _check_pairs(plan, walks)
+
+
+def _check_stream_k(plan: GemmPlan, walks):
+    """Every k-block of every tile computed once; each partial sent by one CTA (at most one per CTA) and
+    added by exactly the tile's owner, which lists exactly the tile's senders; a pair's CTAs walk the
+    same k-blocks of their two tiles."""
+    k_blocks = plan.num_k_blocks
+    runs = {}
+    for t in (t for ts in walks.values() for t in ts):
+        runs.setdefault((t.m_block, t.n_block), []).append((t.kb_begin, t.kb_end or k_blocks))
+    assert len(runs) == plan.num_m_blocks * plan.num_n_blocks, plan.summary()
+    for tile_runs in runs.values():  # the runs of a tile cover 0..k_blocks end to end, each non-empty
+        ends = [0] + [end for _, end in sorted(tile_runs)]
+        assert [begin for begin, _ in sorted(tile_runs)] == ends[:-1] and ends[-1] == k_blocks
+        assert all(begin < end for begin, end in tile_runs)
+    senders, owners = {}, {}
+    for cta, tiles in walks.items():
+        assert sum(t.kb_begin > 0 for t in tiles) <= 1  # one partial slot per CTA
+        for t in tiles:
+            if t.kb_begin > 0:
+                senders.setdefault((t.m_block, t.n_block), set()).add(cta)
+            elif 0 < t.kb_end < k_blocks:
+                owners[(t.m_block, t.n_block)] = set(stream_k_partials(plan, cta, t.sk_unit))
+    assert owners == senders, plan.summary()
+    shared = [t for ts in walks.values() for t in ts if t.sk_unit >= 0]
+    assert len({(t.m_block, t.n_block) for t in shared}) == plan.stream_k_tiles
+    if plan.cluster_size == 2:
+        for cta in range(0, plan.num_sms, 2):
+            assert [(t.kb_begin, t.kb_end) for t in walks[cta]] == [(t.kb_begin, t.kb_end) for t in walks[cta + 1]]
+        _check_pairs(plan, walks)
+
+
+@pytest.mark.parametrize("m,n,k,num_sms", [(4096, 7168, 16384, 132), (4096, 32768, 512, 132), (1000, 2048, 2048, 131),
+                                           (4096, 1024, 8192, 132), (3000, 2048, 128, 132), (4096, 3072, 768, 40),
+                                           (2500, 7168, 1536, 132)] + [(*s, 132) for s in _random_dense_shapes(4, 5)])
+def test_stream_k_walk_computes_each_k_block_once_and_hands_every_partial_to_its_owner(m, n, k, num_sms):
+    """Every tile form with a partial last wave, shared out: pairs and single CTAs, fewer tiles than SMs
+    (a tile split among many CTAs), one k-block per tile, odd grids."""
+    checked = 0
+    for plan in candidate_plans("dense", m, n, k, 1, num_sms):
+        plan = replace(plan, overlap_promotion=False, output_in_stages=False)
+        # The forms that matter (odd and even widths, 64-row tiles), not every width: a walk is slow in Python.
+        if not plan.allows_stream_k or plan.block_n not in (64, 112, 128, 176, 192) or plan.stream_k:
+            continue
+        _check_stream_k(replace(plan, stream_k=True), _walk(replace(plan, stream_k=True)))
+        checked += 1
+    assert checked or all(p.num_tiles % p.num_sms == 0 for p in candidate_plans("dense", m, n, k, 1, num_sms))
+
+
+def test_stream_k_plans_share_out_the_last_wave_plus_one():
+    plan = choose_plan("dense", 4096, 7168, 16384, 1, 132)
+    assert plan.stream_k and not plan.output_in_stages and not plan.overlap_promotion
+    assert plan.stream_k_tiles == plan.num_tiles % 132 + 132 and plan.stream_k_first_tile % 132 == 0
+    assert plan.stream_k_units == plan.stream_k_tiles // plan.cluster_size * plan.num_k_blocks
+    assert plan.workspace_bytes == 4096 + 132 * plan.block_m * plan.block_n * 4
+    assert plan.defines()["PYDG_STREAM_K"] == "true" and "stream-K over the last" in plan.summary()
+    assert source.cache_key(plan) != source.cache_key(replace(plan, stream_k=False))
+    # Never where the host cannot know the tiles (masked) or the layout is grouped, nor by default where
+    # the last wave is full or there is less than one wave.
+    for mode, m, n, k, groups, expected in [("masked", 1024, 7168, 2048, 4, 256), ("contiguous", 32768, 4096, 7168, 8, None),
+                                            ("dense", 64, 7168, 16384, 1, None), ("dense", 128, 2112, 7168, 1, None)]:
+        assert not any(p.stream_k for p in candidate_plans(mode, m, n, k, groups, 132, expected_m=expected))
+    full_waves = replace(plan, stream_k=False, m=6 * 256, n=22 * 128)
+    assert full_waves.num_tiles % 132 == 0 and not full_waves.allows_stream_k
+    for bad in (replace(plan, mode="contiguous"), replace(plan, output_in_stages=True), replace(plan, early_start=True),
+                replace(plan, prefetch_b=2), replace(plan, block_m=128, block_n=128, overlap_promotion=True)):
+        with pytest.raises(ValueError, match="stream-K"):
+            bad.validate()
 
 
 def test_fast_division_is_exact_for_every_32_bit_dividend():

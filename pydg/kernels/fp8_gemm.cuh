@@ -82,6 +82,9 @@ constexpr uint32_t kOverlapChunk = 4;
 
 constexpr uint32_t gcd(uint32_t a, uint32_t b) { return b == 0 ? a : gcd(b, a % b); }
 
+// Stream-K's workspace: the flags of up to this many CTAs, then the partial tiles.
+constexpr uint32_t kPartialsOffset = 1024;
+
 // The ring's next stage; the parity of the barrier phase to wait for flips each time it wraps.
 template <uint32_t kNumStages>
 DEVICE void advance_stage(uint32_t& stage, uint32_t& phase) {
@@ -108,11 +111,12 @@ DEVICE void with_constant(uint32_t value, const F& f) {
 
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kShapeN,
           uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM, bool kOverlapPromotion,
-          bool kOutputInStages, bool kEarlyStart, uint32_t kPrefetchB, uint32_t kSmemBytes>
+          bool kOutputInStages, bool kEarlyStart, uint32_t kPrefetchB, bool kStreamK, uint32_t kSmemBytes>
 DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma_sa, const TmaMap& tma_d,
                      const TmaMap& tma_a_tail, const TmaMap& tma_sa_tail,
                      const float* __restrict__ scales_b, uint8_t* d_ptr, const int* grouping, uint32_t shape_m,
-                     uint32_t num_groups, uint32_t band, const RasterDivisors& raster) {
+                     uint32_t num_groups, uint32_t band, const RasterDivisors& raster, float* workspace,
+                     uint32_t sk_first, uint32_t sk_units) {
     // One math warpgroup per 64 rows up to two; a 256-row tile gives each warpgroup two 64-row
     // sub-blocks (rows g*64 and g*64 + 128), so each stage of B feeds four wgmma row blocks.
     constexpr uint32_t kNumMathGroups = kBlockM == 64 ? 1 : 2;
@@ -149,6 +153,11 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     // The early start (see `started`) runs in the one-accumulator loop only: the overlapped one keeps
     // both accumulator sets in flight.
     static_assert(!kEarlyStart || !kOverlapPromotion, "early start: not with overlapped promotion");
+    // Stream-K runs k-block ranges that start and end anywhere: the one-accumulator loop with runtime
+    // bounds, the output in an area of its own (held stages are counted from the tile's end), no
+    // look-ahead into the next tile's k-blocks.
+    static_assert(!kStreamK || (kMode == kDense && !kOverlapPromotion && !kOutputInStages && !kEarlyStart &&
+                                kPrefetchB == 0), "stream-K");
     // kMulticast: 0 = each CTA loads its own operands, 1 = the pair shares A, 2 = the pair shares B.
     constexpr bool kMulticastA = kClusterSize > 1 && kMulticast == 1;
     constexpr bool kMulticastB = kClusterSize > 1 && kMulticast == 2;
@@ -189,8 +198,9 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     else
         __syncthreads();
 
-    TileScheduler<kMode, kBlockM, kNumNBlocks, kInnerIsM, kMode == kContiguous && kMulticastB> scheduler(
-        shape_m, num_groups, band, grouping, raster);
+    TileScheduler<kMode, kBlockM, kNumNBlocks, kInnerIsM, kMode == kContiguous && kMulticastB, kStreamK, kNumKBlocks,
+                  kClusterSize>
+        scheduler(shape_m, num_groups, band, grouping, raster, sk_first, sk_units);
     Tile tile;
 
     if (thread >= kNumMathThreads) {
@@ -240,7 +250,8 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 const int n_row = tile.n_block * kBlockN;
                 const int group_a = kMode == kMasked ? tile.group : 0;
                 const int group_b = kMode == kDense ? 0 : tile.group;
-                for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
+                const uint32_t kb_end = kStreamK ? tile.kb_end : kNumKBlocks;
+                for (uint32_t kb = kStreamK ? tile.kb_begin : 0; kb < kb_end; ++kb) {
                     mbar_wait(&empty[stage], phase ^ 1);
                     uint64_t* bar = &full[stage];
                     if (tile.idle) {
@@ -346,6 +357,15 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             }
             holding = false;
         };
+
+        // Stream-K's workspace: a flag per CTA (kPartialsOffset floats, so up to that many CTAs), then
+        // each CTA's FP32 partial tile, laid out in the threads' fragment order so that each thread
+        // moves 16 bytes beside its neighbours' (pydg/scheduler/plan.py workspace_bytes).
+        int* sk_flags = reinterpret_cast<int*>(workspace);
+        auto partial_of = [&](uint32_t cta) {
+            return workspace + kPartialsOffset + static_cast<uint64_t>(cta) * (kBlockM * kBlockN) + thread * 4;
+        };
+        auto partial_index = [&](uint32_t s, uint32_t i) { return (s * kAccum + i) / 4 * kNumMathThreads * 4; };
 
         // B's scales of a whole tile go into shared memory from the math threads: the k-loop reads
         // them before it waits for a stage, and the producer's stages carry TMA bytes only (one
@@ -573,7 +593,8 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     };
                     // A tile started in the previous epilogue: its first sub-block's product waits in
                     // accum; promote it, then run the rest of k-block 0.
-                    uint32_t kb_begin = 0;
+                    uint32_t kb_begin = kStreamK ? tile.kb_begin : 0;
+                    const uint32_t kb_end = kStreamK ? tile.kb_end : kNumKBlocks;
                     if (started) {
                         promote(accum, final_accum[0], scales_of(started_sa0, started_sa1, 0));
                         if constexpr (kNumSubBlocks > 1) {
@@ -607,20 +628,21 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                                 advance_stage<kNumStages>(stage, phase);
                             }
                         };
-                        if constexpr (kEarlyStart || kNumKBlocks % kNumStages != 0)
-                            runtime_stages(min(kb + (kNumStages - stage) % kNumStages, kNumKBlocks));
+                        constexpr bool kRuntimeStart = kEarlyStart || kStreamK || kNumKBlocks % kNumStages != 0;
+                        if constexpr (kRuntimeStart)
+                            runtime_stages(min(kb + (kNumStages - stage) % kNumStages, kb_end));
 #pragma unroll 1
-                        for (; kb + kNumStages <= kNumKBlocks; kb += kNumStages) {
+                        for (; kb + kNumStages <= kb_end; kb += kNumStages) {
 #pragma unroll
                             for (uint32_t at = 0; at < kNumStages; ++at)
                                 k_block(kb + at, at, phase);
                             phase ^= 1;
                         }
-                        if constexpr (kEarlyStart || kNumKBlocks % kNumStages != 0)
-                            runtime_stages(kNumKBlocks);
+                        if constexpr (kRuntimeStart)
+                            runtime_stages(kb_end);
                     } else {
 #pragma unroll kUnroll
-                        for (uint32_t kb = kb_begin; kb < kNumKBlocks; ++kb) {
+                        for (uint32_t kb = kb_begin; kb < kb_end; ++kb) {
                             k_block(kb, stage, phase);
                             advance_stage<kNumStages>(stage, phase);
                         }
@@ -629,6 +651,31 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             });
 
             // ------------------------------------------------------------ epilogue
+            // Stream-K: a share that starts past k-block 0 sends its FP32 sum to the tile's owner (the
+            // CTA whose share holds k-block 0) instead of writing D; an owner whose share ends early
+            // adds the others' sums first. The owner's share is the last of its cluster's and the
+            // senders' the first of theirs, so the sums are normally there before it looks.
+            const bool sends_partial = kStreamK && tile.kb_begin > 0;
+            const bool gathers = kStreamK && tile.kb_begin == 0 && tile.kb_end < kNumKBlocks;
+            if constexpr (kStreamK) {
+                if (gathers) {
+                    scheduler.for_each_partial(tile.sk_unit, [&](uint32_t cta) {
+                        while (flag_acquire(sk_flags + cta) == 0) {
+                        }
+                        const float* part = partial_of(cta);
+#pragma unroll
+                        for (uint32_t s = 0; s < kNumSubBlocks; ++s)
+#pragma unroll
+                            for (uint32_t i = 0; i < kAccum; i += 4) {
+                                const float4 v = load_global_f32x4_cg(part + partial_index(s, i));
+                                final_accum[s][i + 0] += v.x;
+                                final_accum[s][i + 1] += v.y;
+                                final_accum[s][i + 2] += v.z;
+                                final_accum[s][i + 3] += v.w;
+                            }
+                    });
+                }
+            }
             Tile next_tile;
             const bool has_next = next_work(next_tile);
             scales_ready = has_next && !next_tile.idle;
@@ -651,27 +698,37 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                                        : smem_d + c * Out::kChunkBytes;
             };
             const uint32_t matrix = lane / 8;
+            if (sends_partial) {
+                float* part = partial_of(blockIdx.x);
 #pragma unroll
-            for (uint32_t s = 0; s < kNumSubBlocks; ++s) {
-                // The early start's MMAs take about half as long as a 256-row tile's stores: issued
-                // after the first sub-block's stores, they still overlap the second's, and the
-                // next tile's k-block 0 (loaded two or three k-blocks before this epilogue) has that
-                // much longer to land. A 128- or 64-row tile's k-block takes as long as its stores.
-                if (started && s + 1 == kNumSubBlocks) {
-                    mbar_wait(&full[stage], phase);
-                    started_sa0 = smem_sa[stage * kBlockM + row0];
-                    started_sa1 = smem_sa[stage * kBlockM + row1];
-                    issue(accum, stage, 0);
-                }
-                const uint32_t st_row = s * kSubRows + math_group * 64 + warp_in_group * 16 + lane % 8 + (matrix % 2) * 8;
+                for (uint32_t s = 0; s < kNumSubBlocks; ++s)
 #pragma unroll
-                for (uint32_t c = 0; c < kBlockN / 16; ++c) {
-                    const uint32_t st_col = c * 16 + (matrix / 2) * 8;
-                    stmatrix_x4(chunk(st_col / Out::kChunkCols) + Out::offset_in_chunk(st_row, st_col),
-                                pack_bf16x2(final_accum[s][c * 8 + 0], final_accum[s][c * 8 + 1]),
-                                pack_bf16x2(final_accum[s][c * 8 + 2], final_accum[s][c * 8 + 3]),
-                                pack_bf16x2(final_accum[s][c * 8 + 4], final_accum[s][c * 8 + 5]),
-                                pack_bf16x2(final_accum[s][c * 8 + 6], final_accum[s][c * 8 + 7]));
+                    for (uint32_t i = 0; i < kAccum; i += 4)
+                        store_global_f32x4(part + partial_index(s, i), final_accum[s][i], final_accum[s][i + 1],
+                                           final_accum[s][i + 2], final_accum[s][i + 3]);
+            } else {
+#pragma unroll
+                for (uint32_t s = 0; s < kNumSubBlocks; ++s) {
+                    // The early start's MMAs take about half as long as a 256-row tile's stores: issued
+                    // after the first sub-block's stores, they still overlap the second's, and the
+                    // next tile's k-block 0 (loaded two or three k-blocks before this epilogue) has that
+                    // much longer to land. A 128- or 64-row tile's k-block takes as long as its stores.
+                    if (started && s + 1 == kNumSubBlocks) {
+                        mbar_wait(&full[stage], phase);
+                        started_sa0 = smem_sa[stage * kBlockM + row0];
+                        started_sa1 = smem_sa[stage * kBlockM + row1];
+                        issue(accum, stage, 0);
+                    }
+                    const uint32_t st_row = s * kSubRows + math_group * 64 + warp_in_group * 16 + lane % 8 + (matrix % 2) * 8;
+#pragma unroll
+                    for (uint32_t c = 0; c < kBlockN / 16; ++c) {
+                        const uint32_t st_col = c * 16 + (matrix / 2) * 8;
+                        stmatrix_x4(chunk(st_col / Out::kChunkCols) + Out::offset_in_chunk(st_row, st_col),
+                                    pack_bf16x2(final_accum[s][c * 8 + 0], final_accum[s][c * 8 + 1]),
+                                    pack_bf16x2(final_accum[s][c * 8 + 2], final_accum[s][c * 8 + 3]),
+                                    pack_bf16x2(final_accum[s][c * 8 + 4], final_accum[s][c * 8 + 5]),
+                                    pack_bf16x2(final_accum[s][c * 8 + 6], final_accum[s][c * 8 + 7]));
+                    }
                 }
             }
             if (scales_ready)
@@ -681,7 +738,16 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
 
             const int m_row = tile.m_block * kBlockM;
             const int group_d = kMode == kMasked ? tile.group : 0;
-            if (tile.rows == kBlockM) {
+            if (gathers && thread == 0) {
+                // Every math thread has seen its flags (the barrier above): set them back for the next
+                // launch, which may be a replay of a CUDA graph with the same workspace.
+                scheduler.for_each_partial(tile.sk_unit, [&](uint32_t cta) { flag_release(sk_flags + cta, 0); });
+            }
+            if (sends_partial) {
+                // Every math thread's stores are ordered before this by the barrier above.
+                if (thread == 0)
+                    flag_release(sk_flags + blockIdx.x, 1);
+            } else if (tile.rows == kBlockM) {
                 // TMA clips rows past the tensor's end and columns past N.
                 if (thread == 0) {
 #pragma unroll

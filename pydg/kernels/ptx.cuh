@@ -233,3 +233,30 @@ DEVICE int load_global_int(const int* ptr) {
     asm volatile("ld.global.s32 %0, [%1];" : "=r"(value) : "l"(ptr));
     return value;
 }
+
+// ---- stream-K partial tiles: FP32 fragments handed between CTAs through global memory
+// The partials live in L2 (written and read once per launch); .cg keeps the reader's loads out of
+// its SM's L1, which an earlier launch may have filled with the same addresses.
+DEVICE void store_global_f32x4(float* dst, float a, float b, float c, float d) {
+    asm volatile("st.global.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(dst), "f"(a), "f"(b), "f"(c), "f"(d) : "memory");
+}
+
+DEVICE float4 load_global_f32x4_cg(const float* src) {
+    float4 v;
+    asm volatile("ld.global.cg.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(src)
+                 : "memory");
+    return v;
+}
+
+// A flag that publishes a partial: the writer's threads store it, meet at a barrier, and one of them
+// releases the flag at GPU scope (the fence makes the whole CTA's stores, ordered before it by the
+// barrier, visible first). The reader acquires it before it loads the partial.
+DEVICE void flag_release(int* flag, int value) {
+    asm volatile("fence.acq_rel.gpu;\nst.relaxed.gpu.global.s32 [%0], %1;" ::"l"(flag), "r"(value) : "memory");
+}
+
+DEVICE int flag_acquire(const int* flag) {
+    int value;
+    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(value) : "l"(flag) : "memory");
+    return value;
+}

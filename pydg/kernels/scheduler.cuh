@@ -1,4 +1,8 @@
 // The persistent tile walk: CTA b takes tiles b, b + gridDim.x, b + 2 * gridDim.x, ...
+// With stream-K (dense only) the walk stops at sk_first, and the last tiles (the partial last wave
+// plus one whole wave) are shared out as k-blocks instead: cluster c takes units
+// [c * W / C, (c + 1) * W / C) of the W = (tiles / cluster size) x (k-blocks) units, so every
+// cluster finishes at the same time however few tiles the last wave had.
 // pydg/scheduler/tiles.py mirrors this arithmetic so that its coverage can be tested on a CPU.
 #pragma once
 #include "ptx.cuh"
@@ -16,6 +20,13 @@ struct Tile {
     // together: the multicast lands in the same stage of both CTAs.
     bool idle;       // this block is padding and the peer's is not: the stages turn over with no loads or math
     bool own_b;      // the two blocks' experts differ: each CTA loads its own B (no multicast)
+    // The k-blocks [kb_begin, kb_end) this CTA computes (all of them but in stream-K's share-out).
+    // kb_begin > 0: the CTA writes its FP32 partial for the CTA that computes k-block 0 ("owner"),
+    // which adds every partial of the tile before it writes D. sk_unit: the tile's index among the
+    // shared-out tiles of this CTA's cluster rank.
+    uint32_t kb_begin;
+    uint32_t kb_end;
+    uint32_t sk_unit;
 };
 
 // n / d for a divisor fixed for the whole launch, with m = floor((2^32 - 1) / d) from the host
@@ -39,7 +50,8 @@ struct RasterDivisors {
     uint32_t num_tiles;   // of the grid
 };
 
-template <uint32_t kMode, uint32_t kBlockM, uint32_t kNumNBlocks, bool kInnerIsM, bool kPairsShareB>
+template <uint32_t kMode, uint32_t kBlockM, uint32_t kNumNBlocks, bool kInnerIsM, bool kPairsShareB,
+          bool kStreamK = false, uint32_t kNumKBlocks = 1, uint32_t kClusterSize = 1>
 struct TileScheduler {
     uint32_t shape_m;     // rows of A per group (dense: M, contiguous: M_sum, masked: M_max)
     uint32_t num_groups;
@@ -51,11 +63,41 @@ struct TileScheduler {
     const RasterDivisors& divisors;
     uint32_t group = 0;             // masked: the group the walk has reached
     uint32_t group_first_tile = 0;  // masked: tiles in the groups before it
+    // Stream-K: the first shared-out tile, the units of the share-out, and this cluster's next unit
+    // and end.
+    uint32_t sk_first = 0, sk_units = 0, sk_pos = 0, sk_end = 0;
 
     DEVICE TileScheduler(uint32_t shape_m, uint32_t num_groups, uint32_t band, const int* grouping,
-                         const RasterDivisors& divisors)
+                         const RasterDivisors& divisors, uint32_t sk_first = 0, uint32_t sk_units = 0)
         : shape_m(shape_m), num_groups(num_groups), band(band), grouping(grouping), next_index(blockIdx.x),
-          divisors(divisors) {}
+          divisors(divisors), sk_first(sk_first), sk_units(sk_units) {
+        if (kStreamK) {
+            sk_pos = sk_start(cluster());
+            sk_end = sk_start(cluster() + 1);
+        }
+    }
+
+    DEVICE uint32_t cluster() const { return blockIdx.x / kClusterSize; }
+
+    // The first unit of cluster c's share (64-bit: c * W may pass 2^32 for very long K).
+    DEVICE uint32_t sk_start(uint32_t c) const {
+        return static_cast<uint32_t>(static_cast<uint64_t>(c) * sk_units / (gridDim.x / kClusterSize));
+    }
+
+    // f(cta) for each CTA that holds a partial of shared-out tile `unit` for this CTA, which computes
+    // its k-block 0: the same rank in each later cluster whose (non-empty) share starts inside the tile.
+    template <typename F>
+    DEVICE void for_each_partial(uint32_t unit, const F& f) const {
+        const uint32_t num_clusters = gridDim.x / kClusterSize;
+        const uint32_t tile_end = (unit + 1) * kNumKBlocks;
+        uint32_t start = sk_start(cluster() + 1);
+        for (uint32_t c = cluster() + 1; c < num_clusters && start < tile_end; ++c) {
+            const uint32_t end = sk_start(c + 1);
+            if (start < end)
+                f(c * kClusterSize + blockIdx.x % kClusterSize);
+            start = end;
+        }
+    }
 
     // Tiles are walked in bands of `band` blocks along the inner axis: the CTAs that run together
     // share the outer axis' operand in L2, and consecutive tiles (a cluster's pair) share one
@@ -103,6 +145,21 @@ struct TileScheduler {
         tile.skip = tile.idle = tile.own_b = false;
         tile.group = 0;
         tile.rows = kBlockM;
+        tile.kb_begin = 0;
+        tile.kb_end = kNumKBlocks;
+        if (kStreamK && index >= sk_first) {
+            // The share-out: a run of k-blocks of one tile (both CTAs of a pair take the same run of
+            // their two tiles, which share the multicast block).
+            if (sk_pos >= sk_end)
+                return false;
+            const uint32_t unit = sk_pos / kNumKBlocks;
+            tile.kb_begin = sk_pos - unit * kNumKBlocks;
+            tile.kb_end = min(kNumKBlocks, sk_end - unit * kNumKBlocks);
+            tile.sk_unit = unit;
+            sk_pos = unit * kNumKBlocks + tile.kb_end;
+            raster(sk_first + unit * kClusterSize + blockIdx.x % kClusterSize, tile);
+            return true;
+        }
         if (kMode == kMasked) {
             for (; group < num_groups; ++group) {
                 const uint32_t valid = masked_rows(group);

@@ -69,6 +69,9 @@ MULTICAST_MIN_ROWS = 512
 # 0.977x and 0.969x; within 1.5% the other way at 300 x 7168 x 2048 (1.011x) and masked 1 x 1024 and
 # 2 x 512 x 4096 x 7168 (1.014x, 1.007x). With one row block both walks are the same.
 SINGLE_INNER_AXIS = "m"
+# Stream-K (GemmPlan.stream_k): a tile split between two CTAs costs the sender's store and the
+# owner's load of an FP32 tile through L2, at about this rate per SM, and one more pipeline restart.
+STREAM_K_BYTES_PER_S = 200e9
 
 
 def max_stages(block_m: int, block_n: int, k: int, smem_limit: int = MAX_SMEM_BYTES,
@@ -114,9 +117,14 @@ def tile_seconds(block_m: int, block_n: int, k: int, multicast: str) -> float:
 
 
 def tiles_seconds(plan: GemmPlan) -> float:
-    """The SMs' time: whole waves of tiles."""
+    """The SMs' time: whole waves of tiles; with stream-K, the whole waves before the share-out and
+    each CTA's equal share of the rest, plus one hand-over of a partial tile."""
+    tile = tile_seconds(plan.block_m, plan.block_n, plan.k, plan.multicast)
+    if plan.stream_k:
+        hand_over = 2 * plan.block_m * plan.block_n * 4 / STREAM_K_BYTES_PER_S + TILE_OVERHEAD_S
+        return plan.stream_k_first_tile // plan.num_sms * tile + plan.stream_k_tiles / plan.num_sms * tile + hand_over
     waves = ceil_div(max(plan.num_tiles, 1), plan.num_sms)
-    return waves * tile_seconds(plan.block_m, plan.block_n, plan.k, plan.multicast)
+    return waves * tile
 
 
 def estimate_seconds(plan: GemmPlan) -> float:
@@ -166,6 +174,23 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
                     plan = replace(plan, num_sms=num_sms)
                 plan.validate()
                 yield plan
+                shared_out = with_stream_k(plan, smem_limit)
+                if shared_out is not None:
+                    yield shared_out
+
+
+def with_stream_k(plan: GemmPlan, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan | None:
+    """The plan with its last wave shared out as k-blocks (GemmPlan.stream_k), where there is more
+    than one wave and the last is partial; None elsewhere. The share-out runs the one-accumulator
+    loop with the output in its own area, so the stages are counted again."""
+    if plan.mode != "dense" or plan.num_tiles <= plan.num_sms or plan.block_m == 64:
+        return None
+    stages = max_stages(plan.block_m, plan.block_n, plan.k, smem_limit)
+    shared_out = replace(plan, stream_k=True, overlap_promotion=False, output_in_stages=False, num_stages=stages)
+    if stages < MIN_STAGES or not shared_out.allows_stream_k:
+        return None
+    shared_out.validate()
+    return shared_out
 
 
 def l2_bytes_per_tile(plan: GemmPlan) -> float:
@@ -187,7 +212,7 @@ def _rank(plan: GemmPlan) -> tuple:
 
 def fit_grid(plan: GemmPlan) -> GemmPlan:
     """Fewer CTAs than SMs when there are fewer tiles: idle CTAs would only cost launch time."""
-    if plan.mode != "masked" and plan.num_tiles < plan.num_sms:
+    if plan.mode != "masked" and plan.num_tiles < plan.num_sms and not plan.stream_k:
         return replace(plan, num_sms=max(plan.cluster_size, plan.num_tiles + plan.num_tiles % plan.cluster_size))
     return plan
 

@@ -1,0 +1,131 @@
+"""Stream-K (GemmPlan.stream_k) on an sm_90 GPU: the last tiles shared out as runs of k-blocks, a split
+tile finished by the CTA that computes its k-block 0 from the others' FP32 partials.
+
+What can go wrong: a k-block computed twice or never (the walks of the producer and the math warps,
+the owner's list of senders), an owner reading a partial before it is published or one left over
+from an earlier launch (the flags), a sender writing D, a write outside `out`. Each case poisons a
+buffer taller than `out`, checks the result against float64, against the plan without stream-K (the
+same sums in another order: equal to within a few BF16 rounding steps), that rows past M are still
+NaN, and that every flag is back at zero; then launches again on new data."""
+from dataclasses import replace
+
+import pytest
+
+from gpu_util import DIFF_LIMIT, calc_diff, dequantize, launch_plan, nan_like, quantized_pair, torch_module
+from test_output_in_stages_gpu import _first
+
+pytestmark = pytest.mark.gpu
+
+
+def _shared_out(plan, num_sms=None):
+    """The plan with stream-K (and the grid asked for), in the form the heuristic would give it."""
+    from pydg.scheduler.heuristics import max_stages
+
+    if num_sms is not None:
+        plan = replace(plan, num_sms=num_sms)
+    plan = replace(plan, overlap_promotion=False, output_in_stages=False, early_start=False, prefetch_b=0,
+                   num_stages=max_stages(plan.block_m, plan.block_n, plan.k))
+    shared = replace(plan, stream_k=True)
+    shared.validate()
+    return plan, shared
+
+
+def _flags(torch, stream: int) -> list[int]:
+    """The workspace's flags of `stream` (all must be zero between launches)."""
+    import ctypes
+
+    from cuda.bindings import driver as cu
+    from pydg.driver import workspace
+
+    torch.cuda.synchronize()
+    address = workspace._workspaces[(torch.cuda.current_device(), stream)][0]
+    host = (ctypes.c_int32 * (workspace.FLAG_BYTES // 4))()
+    err, = cu.cuMemcpyDtoH(host, address, workspace.FLAG_BYTES)
+    assert err == cu.CUresult.CUDA_SUCCESS
+    return list(host)
+
+
+def _check(torch, plain, shared, m, n, k, seed):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    a, sa = quantized_pair(torch, m, k, per_block=False, gen=gen)
+    b, sb = quantized_pair(torch, n, k, per_block=True, gen=gen)
+    expected = nan_like(torch, (m, n))
+    launch_plan(torch, plain, (a, sa, b, sb, expected))
+    buffer = nan_like(torch, (m + 64, n))
+    launch_plan(torch, shared, (a, sa, b, sb, buffer[:m]))
+    torch.cuda.synchronize()
+    reference = dequantize(torch, a, sa, False) @ dequantize(torch, b, sb, True).T
+    out = buffer[:m]
+    assert not out.isnan().any(), shared.summary()
+    assert buffer[m:].isnan().all(), shared.summary()
+    assert calc_diff(torch, out, reference) <= DIFF_LIMIT, shared.summary()
+    # The split sums round differently in FP32, so a BF16 output may differ by a rounding step.
+    close = torch.isclose(out.float(), expected.float(), rtol=2 ** -7, atol=1e-2)
+    assert bool(close.all()), (shared.summary(), int((~close).sum()))
+    assert not any(_flags(torch, torch.cuda.current_stream().cuda_stream)), shared.summary()
+
+
+# (M, N, K, block_m, block_n, cluster, multicast, num_sms): several waves with a partial last one;
+# K of 1 to 129 k-blocks (one k-block: the share-out is by whole tiles); rows ending inside a block;
+# a grid of 40 SMs (many whole waves before the share-out); fewer tiles than SMs (tiles split among
+# many CTAs: 4096 x 1024 x 8192 at 256x128 is 128 tiles on 132).
+DENSE = [
+    (4096, 7168, 1024, 256, 128, 2, "a", None),
+    (4096, 4096, 2048, 256, 128, 2, "b", None),
+    (2500, 7168, 1536, 256, 128, 2, "a", None),
+    (1000, 8192, 896, 256, 128, 1, "none", None),
+    (4096, 2112, 3072, 128, 176, 2, "b", None),
+    (777, 6144, 640, 128, 160, 1, "none", None),
+    (1000, 4096, 16512, 128, 128, 2, "a", None),
+    (3000, 2048, 128, 256, 128, 1, "none", None),
+    (4096, 3072, 768, 256, 128, 2, "a", 40),
+    (1000, 2048, 2048, 128, 128, 1, "none", 131),
+    (4096, 1024, 8192, 256, 128, 1, "none", None),
+    (512, 4096, 4096, 64, 128, 1, "none", None),
+]
+
+
+@pytest.mark.parametrize("m,n,k,block_m,block_n,cluster,multicast,num_sms", DENSE)
+def test_dense(m, n, k, block_m, block_n, cluster, multicast, num_sms):
+    torch = torch_module()
+    plain, shared = _shared_out(_first("dense", m, n, k, 1, block_m, block_n, cluster, multicast), num_sms)
+    assert shared.stream_k_tiles > 0, shared.summary()
+    _check(torch, plain, shared, m, n, k, seed=m + n + k)
+    _check(torch, plain, shared, m, n, k, seed=m + n + k + 1)  # a second launch on new data
+
+
+def test_heuristic_plan_through_the_public_call_on_a_side_stream_and_in_a_graph():
+    """The GEMM call binds the workspace of the caller's stream; a captured call replays with new
+    inputs (the flags it raised are set back by the kernel, so every replay starts clean)."""
+    import pydg
+
+    torch = torch_module()
+    m, n, k = 4096, 7168, 2048
+    plan = pydg.plan_gemm(m, n, k, num_sms=pydg.get_num_sms()).plan
+    if not plan.stream_k:
+        pytest.skip(f"the heuristic does not share out this shape: {plan.summary()}")
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    a, sa = quantized_pair(torch, m, k, per_block=False, gen=gen)
+    b, sb = quantized_pair(torch, n, k, per_block=True, gen=gen)
+    side = torch.cuda.Stream()
+    out = nan_like(torch, (m, n))
+    with torch.cuda.stream(side):
+        pydg.gemm_fp8_fp8_bf16_nt((a, sa), (b, sb), out)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=side):
+            pydg.gemm_fp8_fp8_bf16_nt((a, sa), (b, sb), out)
+    torch.cuda.synchronize()
+    reference = dequantize(torch, a, sa, False) @ dequantize(torch, b, sb, True).T
+    assert calc_diff(torch, out, reference) <= DIFF_LIMIT
+    for seed in (8, 9):
+        gen = torch.Generator(device="cuda").manual_seed(seed)
+        new_a, new_sa = quantized_pair(torch, m, k, per_block=False, gen=gen)
+        a.copy_(new_a)
+        sa.copy_(new_sa)
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        reference = dequantize(torch, a, sa, False) @ dequantize(torch, b, sb, True).T
+        assert not out.isnan().any()
+        assert calc_diff(torch, out, reference) <= DIFF_LIMIT
+    assert not any(_flags(torch, side.cuda_stream))
