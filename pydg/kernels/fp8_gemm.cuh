@@ -431,6 +431,18 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             return false;
         };
         bool has_tile = next_work(tile);
+#ifdef PYDG_SK_TRACE
+        // scripts/sk_probe.py: math thread 0's clock at the start, at each tile's k-loop start and end (the
+        // last six tiles), after the owner's wait, and at the end; 16 words per CTA past the partials.
+        uint64_t* trace = reinterpret_cast<uint64_t*>(workspace + kPartialsOffset +
+                                                      static_cast<uint64_t>(gridDim.x) * kBlockM * kBlockN) + blockIdx.x * 16;
+        uint32_t traced = 0;
+        auto mark = [&](uint32_t slot) {
+            if (thread == 0)
+                trace[slot] = global_timer();
+        };
+        mark(0);
+#endif
         bool scales_ready = false;  // B's scales of `tile` are in shared memory
         // kEarlyStart: the epilogue issues the next tile's first MMAs (k-block 0, sub-block 0, into
         // accum) among its stmatrix stores and waits for them after its TMA stores, so the tensor
@@ -455,6 +467,9 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 continue;
             }
             const uint32_t n_first = tile.n_block * kBlockN;
+#ifdef PYDG_SK_TRACE
+            mark(1 + traced % 6 * 2);
+#endif
             if (!scales_ready) {
                 // The first tile, or the first after idle ones. Every math thread has passed the
                 // previous tile's epilogue barrier, so no k-loop still reads the old scales.
@@ -655,6 +670,10 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             // CTA whose share holds k-block 0) instead of writing D; an owner whose share ends early
             // adds the others' sums first. The owner's share is the last of its cluster's and the
             // senders' the first of theirs, so the sums are normally there before it looks.
+#ifdef PYDG_SK_TRACE
+            mark(2 + traced % 6 * 2);
+            ++traced;
+#endif
             const bool sends_partial = kStreamK && tile.kb_begin > 0;
             const bool gathers = kStreamK && tile.kb_begin == 0 && tile.kb_end < kNumKBlocks;
             if constexpr (kStreamK) {
@@ -674,6 +693,9 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                                 final_accum[s][i + 3] += v.w;
                             }
                     });
+#ifdef PYDG_SK_TRACE
+                    mark(14);
+#endif
                 }
             }
             Tile next_tile;
@@ -782,6 +804,11 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
         if (kOutputInStages && holding)
             release_held();
         bulk_wait_read();
+#ifdef PYDG_SK_TRACE
+        mark(15);
+        if (thread == 0)
+            trace[13] = traced;
+#endif
     }
 }
 
