@@ -119,17 +119,19 @@ class GemmPlan:
     @property
     def allows_early_start(self) -> bool:
         """The early start runs in the one-accumulator loop; the overlapped one keeps both
-        accumulator sets in flight across k-blocks (fp8_gemm.cuh's static_assert)."""
-        return not self.overlap_promotion
+        accumulator sets in flight across k-blocks, and stream-K's shares start anywhere (fp8_gemm.cuh's
+        static_asserts)."""
+        return not self.overlap_promotion and not self.stream_k
 
     @property
     def allows_stream_k(self) -> bool:
         """The dense layout with a partial last wave (the share-out is by whole pairs of a cluster),
         in the one-accumulator loop with the output in its own area (fp8_gemm.cuh's static_assert),
-        at most MAX_STREAM_K_BLOCK_N wide."""
+        at most MAX_STREAM_K_BLOCK_N wide, and shares whose bounds the kernel computes in 32 bits."""
         rest = self.num_tiles % self.num_sms
         return (self.mode == "dense" and rest % self.cluster_size == 0 and rest > 0 and self.num_sms <= MAX_STREAM_K_CTAS
                 and self.block_n <= MAX_STREAM_K_BLOCK_N
+                and (self.num_tiles + self.num_sms) * self.num_k_blocks * self.num_sms < 2 ** 32
                 and not (self.overlap_promotion or self.output_in_stages or self.early_start or self.prefetch_b))
 
     @property
