@@ -16,7 +16,7 @@ from cuda.bindings import driver as cu
 from pydg.driver import workspace
 from pydg.kernels import source
 from pydg.kernels.fp8_gemm import SK_FIRST, SK_UNITS, GemmLauncher
-from pydg.scheduler.heuristics import max_stages, ranked_plans, with_stream_k
+from pydg.scheduler.heuristics import ranked_plans, with_stream_k
 
 from plan_sweep import alternate, with_reference  # noqa: E402  (scripts/ is on sys.path when run as a script)
 

@@ -129,3 +129,33 @@ def test_heuristic_plan_through_the_public_call_on_a_side_stream_and_in_a_graph(
         assert not out.isnan().any()
         assert calc_diff(torch, out, reference) <= DIFF_LIMIT
     assert not any(_flags(torch, side.cuda_stream))
+
+
+def test_first_call_on_a_stream_inside_graph_capture():
+    """A stream's workspace may first be needed while it is being captured: the allocation is no stream
+    operation, and its flags are cleared by a memset that the graph records (and replays, harmlessly)."""
+    torch = torch_module()
+    m, n, k = 2500, 7168, 1536
+    plan, shared = _shared_out(_first("dense", m, n, k, 1, 256, 128, 2, "a"))
+    gen = torch.Generator(device="cuda").manual_seed(11)
+    a, sa = quantized_pair(torch, m, k, per_block=False, gen=gen)
+    b, sb = quantized_pair(torch, n, k, per_block=True, gen=gen)
+    out = nan_like(torch, (m, n))
+    from pydg.arrays import array_info
+    from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
+
+    arrays = (a, sa, b, sb, out)
+    ops = GemmOperands(*(array_info(x, name) for x, name in zip(arrays, ("a", "sa", "b", "sb", "out"))))
+    launcher = GemmLauncher(shared, ops, 0)  # the module is loaded outside the capture
+    pointers = tuple(x.data_ptr() for x in arrays) + (0,)
+    side = torch.cuda.Stream()  # no workspace yet
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=side):
+        launcher(pointers, side.cuda_stream)
+    for _ in range(2):
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        reference = dequantize(torch, a, sa, False) @ dequantize(torch, b, sb, True).T
+        assert not out.isnan().any() and calc_diff(torch, out, reference) <= DIFF_LIMIT
+    assert not any(_flags(torch, side.cuda_stream))
