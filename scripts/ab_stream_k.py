@@ -1,13 +1,13 @@
-"""Times stream-K (GemmPlan.stream_k) against whole tiles, in one process (scripts/ab_plans.py's method:
-CUDA events around one launch, L2 flushed, the plans alternating; medians of --iters). Per shape: the
-best plan without stream-K (what the heuristic chose before it), the heuristic's plan, and the
-stream-K form of the first where the heuristic chose another tile.
+"""Times stream-K (GemmPlan.stream_k, an option the heuristic does not take) against whole tiles, in one
+process (scripts/ab_plans.py's method: CUDA events around one launch, L2 flushed, the plans alternating;
+medians of --iters). Per shape: the heuristic's plan, its stream-K form, and the stream-K form of
+another tile where the model ranks one above that.
 usage: python scripts/ab_stream_k.py [--iters N] SHAPE [SHAPE ...]   (dense SHAPEs: M,N,K)"""
 import sys
 
 import torch
 
-from pydg.scheduler.heuristics import ranked_plans, with_stream_k
+from pydg.scheduler.heuristics import estimate_seconds, ranked_plans, with_stream_k
 
 from ab_plans import compare, precompile  # noqa: E402  (scripts/ is on sys.path when run as a script)
 from plan_sweep import shape_of  # noqa: E402
@@ -17,9 +17,9 @@ def plans_of(spec: str) -> list:
     mode, (m, n, k, groups, expected) = shape_of(spec)
     ranked = ranked_plans(mode, m, n, k, groups, torch.cuda.get_device_properties(0).multi_processor_count,
                           expected_m=expected)
-    whole = next(p for p in ranked if not p.stream_k)
-    plans = [whole]
-    for plan in (ranked[0], with_stream_k(whole)):
+    shared = [p for p in map(with_stream_k, ranked) if p is not None]
+    plans = [ranked[0]]
+    for plan in (with_stream_k(ranked[0]), min(shared, key=estimate_seconds, default=None)):
         if plan is not None and plan not in plans:
             plans.append(plan)
     return plans

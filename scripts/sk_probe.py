@@ -28,7 +28,10 @@ class Patched:
         self.launcher, self.first, self.units = launcher, first, units
 
     def __call__(self, pointers, stream):
-        self.launcher(pointers, stream)  # binds the workspace first time
+        if pointers != self.launcher.pointers:
+            self.launcher.set_pointers(pointers)
+        if stream != self.launcher.workspace_stream:
+            self.launcher.bind_workspace(stream)
         self.launcher.launch.set_value(SK_FIRST, self.first)
         self.launcher.launch.set_value(SK_UNITS, self.units)
         self.launcher.launch.launch(stream)
@@ -38,9 +41,8 @@ def probe(spec: str) -> None:
     m, n, k = map(int, spec.split(","))
     mode, dims, arrays, reference, ops, pointers, stream = with_reference(spec)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    ranked = ranked_plans("dense", m, n, k, 1, sms)
-    whole = next(p for p in ranked if not p.stream_k)
-    shared = next((p for p in ranked if p.stream_k), None) or with_stream_k(whole)
+    whole = ranked_plans("dense", m, n, k, 1, sms)[0]
+    shared = with_stream_k(whole)
     same_tile = replace(shared, stream_k=False)
     plans = [whole, same_tile, shared]
     launchers = [GemmLauncher(p, ops, 0) for p in plans]

@@ -94,26 +94,33 @@ def test_dense(m, n, k, block_m, block_n, cluster, multicast, num_sms):
     _check(torch, plain, shared, m, n, k, seed=m + n + k + 1)  # a second launch on new data
 
 
-def test_heuristic_plan_through_the_public_call_on_a_side_stream_and_in_a_graph():
-    """The GEMM call binds the workspace of the caller's stream; a captured call replays with new
-    inputs (the flags it raised are set back by the kernel, so every replay starts clean)."""
-    import pydg
+def _launcher(plan, arrays):
+    """A launcher of `plan` on arrays (a, sa, b, sb, out), made outside any capture (it loads the module),
+    and its pointers."""
+    from pydg.arrays import array_info
+    from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
 
+    ops = GemmOperands(*(array_info(x, name) for x, name in zip(arrays, ("a", "sa", "b", "sb", "out"))))
+    return GemmLauncher(plan, ops, 0), tuple(x.data_ptr() for x in arrays) + (0,)
+
+
+def test_side_stream_then_graph_replays_with_new_inputs():
+    """A side stream gets its own workspace; a captured launch replays with new inputs (the kernel sets
+    the flags it raised back to zero, so every replay starts clean)."""
     torch = torch_module()
     m, n, k = 4096, 7168, 2048
-    plan = pydg.plan_gemm(m, n, k, num_sms=pydg.get_num_sms()).plan
-    if not plan.stream_k:
-        pytest.skip(f"the heuristic does not share out this shape: {plan.summary()}")
+    _, shared = _shared_out(_first("dense", m, n, k, 1, 256, 128, 2, "a"))
     gen = torch.Generator(device="cuda").manual_seed(7)
     a, sa = quantized_pair(torch, m, k, per_block=False, gen=gen)
     b, sb = quantized_pair(torch, n, k, per_block=True, gen=gen)
-    side = torch.cuda.Stream()
     out = nan_like(torch, (m, n))
+    launcher, pointers = _launcher(shared, (a, sa, b, sb, out))
+    side = torch.cuda.Stream()
     with torch.cuda.stream(side):
-        pydg.gemm_fp8_fp8_bf16_nt((a, sa), (b, sb), out)
+        launcher(pointers, side.cuda_stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=side):
-            pydg.gemm_fp8_fp8_bf16_nt((a, sa), (b, sb), out)
+            launcher(pointers, side.cuda_stream)
     torch.cuda.synchronize()
     reference = dequantize(torch, a, sa, False) @ dequantize(torch, b, sb, True).T
     assert calc_diff(torch, out, reference) <= DIFF_LIMIT
@@ -132,8 +139,9 @@ def test_heuristic_plan_through_the_public_call_on_a_side_stream_and_in_a_graph(
 
 
 def test_first_call_on_a_stream_inside_graph_capture():
-    """A stream's workspace may first be needed while it is being captured: the allocation is no stream
-    operation, and its flags are cleared by a memset that the graph records (and replays, harmlessly)."""
+    """A stream's workspace may first be needed while it is being captured: it is allocated with the
+    thread in the relaxed capture mode, and its flags are cleared by a memset that the graph records
+    (and replays, harmlessly)."""
     torch = torch_module()
     m, n, k = 2500, 7168, 1536
     plan, shared = _shared_out(_first("dense", m, n, k, 1, 256, 128, 2, "a"))
@@ -141,13 +149,7 @@ def test_first_call_on_a_stream_inside_graph_capture():
     a, sa = quantized_pair(torch, m, k, per_block=False, gen=gen)
     b, sb = quantized_pair(torch, n, k, per_block=True, gen=gen)
     out = nan_like(torch, (m, n))
-    from pydg.arrays import array_info
-    from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
-
-    arrays = (a, sa, b, sb, out)
-    ops = GemmOperands(*(array_info(x, name) for x, name in zip(arrays, ("a", "sa", "b", "sb", "out"))))
-    launcher = GemmLauncher(shared, ops, 0)  # the module is loaded outside the capture
-    pointers = tuple(x.data_ptr() for x in arrays) + (0,)
+    launcher, pointers = _launcher(shared, (a, sa, b, sb, out))
     side = torch.cuda.Stream()  # no workspace yet
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph, stream=side):

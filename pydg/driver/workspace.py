@@ -4,9 +4,11 @@ One workspace per (device, stream): launches on one stream run one after another
 it, while two streams may run GEMMs at the same time. A workspace is never freed or moved, because a
 CUDA graph captured with its address keeps using it at every replay; it only grows, by a new
 allocation, when a plan needs more (the old one stays alive for the graphs that hold it). Its flags
-start at zero: a new allocation is cleared with a memset enqueued on the stream itself (so it is
-also legal, and recorded, during graph capture), and every kernel sets the flags it raised back to
-zero before it ends.
+start at zero: a new allocation is cleared with a memset enqueued on the stream itself (recorded in
+the graph when the stream is being captured), and every kernel sets the flags it raised back to zero
+before it ends. cuMemAlloc is refused while the calling thread captures in the global mode (torch's
+default), so it runs with the thread switched to the relaxed mode for the call, as torch's own
+allocator does.
 """
 from __future__ import annotations
 
@@ -38,7 +40,12 @@ def workspace(device: int, stream: int, nbytes: int) -> int:
         size = -(-max(nbytes, FLAG_BYTES) // _GRANULE) * _GRANULE
         push_context(device)
         try:
-            address = int(check("cuMemAlloc", cu.cuMemAlloc(size)))
+            mode = check("cuThreadExchangeStreamCaptureMode", cu.cuThreadExchangeStreamCaptureMode(
+                cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_RELAXED))
+            try:
+                address = int(check("cuMemAlloc", cu.cuMemAlloc(size)))
+            finally:
+                check("cuThreadExchangeStreamCaptureMode", cu.cuThreadExchangeStreamCaptureMode(mode))
             check("cuMemsetD8Async", cu.cuMemsetD8Async(address, 0, FLAG_BYTES, cu.CUstream(stream)))
         finally:
             pop_context()

@@ -69,8 +69,10 @@ MULTICAST_MIN_ROWS = 512
 # 0.977x and 0.969x; within 1.5% the other way at 300 x 7168 x 2048 (1.011x) and masked 1 x 1024 and
 # 2 x 512 x 4096 x 7168 (1.014x, 1.007x). With one row block both walks are the same.
 SINGLE_INNER_AXIS = "m"
-# Stream-K (GemmPlan.stream_k): a tile split between two CTAs costs the sender's store and the
-# owner's load of an FP32 tile through L2, at about this rate per SM, and one more pipeline restart.
+# Stream-K (GemmPlan.stream_k) is an option the heuristic does not take: on the H100 it was slower on
+# every shape timed (scripts/ab_stream_k.py, sk_probe.py; bench/NOTES.md, 2026-12-06). Its model, for
+# the plans it is asked about: a tile split between two CTAs costs the sender's store and the owner's
+# load of an FP32 tile through L2, at about this rate per SM, and one more pipeline restart.
 STREAM_K_BYTES_PER_S = 200e9
 
 
@@ -174,14 +176,11 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
                     plan = replace(plan, num_sms=num_sms)
                 plan.validate()
                 yield plan
-                shared_out = with_stream_k(plan, smem_limit)
-                if shared_out is not None:
-                    yield shared_out
 
 
 def with_stream_k(plan: GemmPlan, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan | None:
-    """The plan with its last wave shared out as k-blocks (GemmPlan.stream_k), where there is more
-    than one wave and the last is partial; None elsewhere. The share-out runs the one-accumulator
+    """The plan with its last wave shared out as k-blocks (GemmPlan.stream_k; an option, see
+    STREAM_K_BYTES_PER_S), where there is more than one wave and the last is partial; None elsewhere. The share-out runs the one-accumulator
     loop with the output in its own area, so the stages are counted again."""
     if plan.mode != "dense" or plan.num_tiles <= plan.num_sms or plan.block_m == 64:
         return None

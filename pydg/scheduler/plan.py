@@ -64,6 +64,7 @@ class GemmPlan:
     idles through the last wave; a tile split between two CTAs is finished by the one that computes
     its k-block 0, which adds the other's FP32 sum from a workspace (workspace_bytes) before it
     writes D. One-accumulator loop, output in an area of its own, no early start, no prefetch.
+    Off by default: slower on every shape timed on the H100 (bench/NOTES.md, 2026-12-06).
     """
 
     mode: str
