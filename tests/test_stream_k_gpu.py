@@ -94,14 +94,19 @@ def test_dense(m, n, k, block_m, block_n, cluster, multicast, num_sms):
     _check(torch, plain, shared, m, n, k, seed=m + n + k + 1)  # a second launch on new data
 
 
-def _launcher(plan, arrays):
-    """A launcher of `plan` on arrays (a, sa, b, sb, out), made outside any capture (it loads the module),
-    and its pointers."""
+def _prepared(torch, m, n, k, seed):
+    """Random inputs, a NaN output, and a launcher of the 256x128 stream-K plan in pairs sharing A on
+    them (made outside any capture: it loads the module), with its pointers."""
     from pydg.arrays import array_info
     from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
 
+    _, shared = _shared_out(_first("dense", m, n, k, 1, 256, 128, 2, "a"))
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    a, sa = quantized_pair(torch, m, k, per_block=False, gen=gen)
+    b, sb = quantized_pair(torch, n, k, per_block=True, gen=gen)
+    arrays = (a, sa, b, sb, nan_like(torch, (m, n)))
     ops = GemmOperands(*(array_info(x, name) for x, name in zip(arrays, ("a", "sa", "b", "sb", "out"))))
-    return GemmLauncher(plan, ops, 0), tuple(x.data_ptr() for x in arrays) + (0,)
+    return (*arrays, GemmLauncher(shared, ops, 0), tuple(x.data_ptr() for x in arrays) + (0,))
 
 
 def test_side_stream_then_graph_replays_with_new_inputs():
@@ -109,12 +114,7 @@ def test_side_stream_then_graph_replays_with_new_inputs():
     the flags it raised back to zero, so every replay starts clean)."""
     torch = torch_module()
     m, n, k = 4096, 7168, 2048
-    _, shared = _shared_out(_first("dense", m, n, k, 1, 256, 128, 2, "a"))
-    gen = torch.Generator(device="cuda").manual_seed(7)
-    a, sa = quantized_pair(torch, m, k, per_block=False, gen=gen)
-    b, sb = quantized_pair(torch, n, k, per_block=True, gen=gen)
-    out = nan_like(torch, (m, n))
-    launcher, pointers = _launcher(shared, (a, sa, b, sb, out))
+    a, sa, b, sb, out, launcher, pointers = _prepared(torch, m, n, k, seed=7)
     side = torch.cuda.Stream()
     with torch.cuda.stream(side):
         launcher(pointers, side.cuda_stream)
@@ -144,12 +144,7 @@ def test_first_call_on_a_stream_inside_graph_capture():
     (and replays, harmlessly)."""
     torch = torch_module()
     m, n, k = 2500, 7168, 1536
-    plan, shared = _shared_out(_first("dense", m, n, k, 1, 256, 128, 2, "a"))
-    gen = torch.Generator(device="cuda").manual_seed(11)
-    a, sa = quantized_pair(torch, m, k, per_block=False, gen=gen)
-    b, sb = quantized_pair(torch, n, k, per_block=True, gen=gen)
-    out = nan_like(torch, (m, n))
-    launcher, pointers = _launcher(shared, (a, sa, b, sb, out))
+    a, sa, b, sb, out, launcher, pointers = _prepared(torch, m, n, k, seed=11)
     side = torch.cuda.Stream()  # no workspace yet
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph, stream=side):
