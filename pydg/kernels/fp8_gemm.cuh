@@ -418,12 +418,16 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 fence_operand(acc[i]);
         };
 
-        // The math threads walk the tiles one ahead of the one they compute: after a tile's k-loop
-        // they take the next tile and load its B scales, and store those into shared memory between
-        // the epilogue's two barriers (when no thread reads the old ones any more). The loads'
-        // latency and the walk's arithmetic then overlap the stmatrix stores instead of idling the
-        // tensor cores at every tile start (H200, 4096x32768x512: 12% of the math warps' samples
-        // sat there, against DeepGEMM's 5%).
+        // The math threads walk the tiles one ahead of the one they compute: they take the next tile
+        // and load its B scales during this one, and store those into shared memory between the
+        // epilogue's two barriers (when no thread reads the old ones any more). The loads' latency
+        // and the walk's arithmetic then overlap work instead of idling the tensor cores at every
+        // tile start (H200, 4096x32768x512: 12% of the math warps' samples sat there, against
+        // DeepGEMM's 5%). 256-row tiles issue the loads before their k-loop, which covers them
+        // whole (H200, same run twice: 4096x7168x2048 2.2% faster, 4096x24576x1536 1.2-1.5%,
+        // masked 4x256x7168x2048 0.7-1.3%, the rest within 0.3%); the others at the start of
+        // the epilogue, where the stmatrix stores cover them (before the k-loop, the registers
+        // held across it cost 128x176 3% and contiguous 128x192 2%).
         auto next_work = [&](Tile& t) {
             while (scheduler.next(t))
                 if (!t.skip)
@@ -467,6 +471,8 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 continue;
             }
             const uint32_t n_first = tile.n_block * kBlockN;
+            Tile next_tile;
+            bool has_next = false;
 #ifdef PYDG_SK_TRACE
             mark(1 + traced % 6 * 2);
 #endif
@@ -476,6 +482,12 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 load_b_scales(tile);
                 store_b_scales();
                 named_barrier_sync(2, kNumMathThreads);
+            }
+            if constexpr (kBlockM == 256) {
+                has_next = next_work(next_tile);
+                scales_ready = has_next && !next_tile.idle;
+                if (scales_ready)
+                    load_b_scales(next_tile);
             }
 #pragma unroll
             for (uint32_t s = 0; s < kNumSubBlocks; ++s)
@@ -698,11 +710,12 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
 #endif
                 }
             }
-            Tile next_tile;
-            const bool has_next = next_work(next_tile);
-            scales_ready = has_next && !next_tile.idle;
-            if (scales_ready)
-                load_b_scales(next_tile);
+            if constexpr (kBlockM != 256) {
+                has_next = next_work(next_tile);
+                scales_ready = has_next && !next_tile.idle;
+                if (scales_ready)
+                    load_b_scales(next_tile);
+            }
             // Column chunk c of the output tile in shared memory (OutputTile).
             if constexpr (kOutputInStages) {
                 // The stages of the last kHeldStages k-blocks: each warpgroup overwrites only its
