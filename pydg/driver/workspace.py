@@ -24,7 +24,6 @@ _GRANULE = 1 << 21
 
 _lock = threading.Lock()
 _workspaces: dict[tuple[int, int], tuple[int, int]] = {}  # (device, stream) -> (address, bytes)
-_retired: list[int] = []  # outgrown allocations, still referenced by captured graphs perhaps
 
 
 def workspace(device: int, stream: int, nbytes: int) -> int:
@@ -49,12 +48,5 @@ def workspace(device: int, stream: int, nbytes: int) -> int:
             check("cuMemsetD8Async", cu.cuMemsetD8Async(address, 0, FLAG_BYTES, cu.CUstream(stream)))
         finally:
             pop_context()
-        if found is not None:
-            _retired.append(found[0])
         _workspaces[key] = (address, size)
         return address
-
-
-def allocated() -> dict[tuple[int, int], int]:
-    """Bytes held per (device, stream), for inspection and tests."""
-    return {key: size for key, (_, size) in _workspaces.items()}

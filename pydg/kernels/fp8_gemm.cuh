@@ -739,8 +739,9 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 for (uint32_t s = 0; s < kNumSubBlocks; ++s)
 #pragma unroll
                     for (uint32_t i = 0; i < kAccum; i += 4)
-                        store_global_f32x4(part + partial_index(s, i), final_accum[s][i], final_accum[s][i + 1],
-                                           final_accum[s][i + 2], final_accum[s][i + 3]);
+                        store_global_16(part + partial_index(s, i),
+                                        Bytes16{__float_as_uint(final_accum[s][i]), __float_as_uint(final_accum[s][i + 1]),
+                                                __float_as_uint(final_accum[s][i + 2]), __float_as_uint(final_accum[s][i + 3])});
             } else {
 #pragma unroll
                 for (uint32_t s = 0; s < kNumSubBlocks; ++s) {

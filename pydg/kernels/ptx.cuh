@@ -237,10 +237,6 @@ DEVICE int load_global_int(const int* ptr) {
 // ---- stream-K partial tiles: FP32 fragments handed between CTAs through global memory
 // The partials live in L2 (written and read once per launch); .cg keeps the reader's loads out of
 // its SM's L1, which an earlier launch may have filled with the same addresses.
-DEVICE void store_global_f32x4(float* dst, float a, float b, float c, float d) {
-    asm volatile("st.global.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(dst), "f"(a), "f"(b), "f"(c), "f"(d) : "memory");
-}
-
 DEVICE float4 load_global_f32x4_cg(const float* src) {
     float4 v;
     asm volatile("ld.global.cg.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(src)
