@@ -180,16 +180,20 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
   shards=("tests/test_kernels.py"
           "tests/test_gemm_gpu.py tests/test_block_widths_gpu.py tests/test_grouped_gpu.py tests/test_overlap_gpu.py"
           "$(echo tests/test_hardening*.py) tests/test_cast_gpu.py tests/test_torch_ops_gpu.py")
+  # The memory-growth test reads the device's free memory, which the other shards change while they
+  # run (H100, 2026-12-06: "shrank" by 7.6 GB beside them, passed alone): it runs by itself afterwards.
+  alone=tests/test_hardening_gpu.py::test_ten_thousand_calls_over_fifty_shapes_do_not_grow_memory
   rest=(); for shard in "${shards[@]}"; do for f in $shard; do rest+=(--ignore="$f"); done; done
   pids=()
   for i in 0 1 2 3; do
     if [ $i -lt 3 ]; then files=(${shards[$i]}); else files=(tests "${rest[@]}"); fi
-    PYDG_CACHE_DIR=/tmp/pydg-cache-$i python3 -m pytest -v -rs -p no:cacheprovider "${files[@]}" > "/tmp/tests_$i.log" 2>&1 &
+    PYDG_CACHE_DIR=/tmp/pydg-cache-$i python3 -m pytest -v -rs -p no:cacheprovider --deselect "$alone" "${files[@]}" > "/tmp/tests_$i.log" 2>&1 &
     pids+=($!)
   done
   tests_status=0
   for pid in "${pids[@]}"; do wait "$pid" || tests_status=1; done
-  for i in 0 1 2 3; do echo "==== shard $i"; cat "/tmp/tests_$i.log"; done > "$OUT/tests.log"
+  PYDG_CACHE_DIR=/tmp/pydg-cache-2 python3 -m pytest -v -rs -p no:cacheprovider "$alone" > /tmp/tests_4.log 2>&1 || tests_status=1
+  for i in 0 1 2 3 4; do echo "==== shard $i"; cat "/tmp/tests_$i.log"; done > "$OUT/tests.log"
   grep -E " (FAILED|ERROR)" "$OUT/tests.log" | head -n 40
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
