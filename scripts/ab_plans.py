@@ -7,13 +7,16 @@ many stages as then fit: plan_sweep.toggled_output). --toggle inner: the tile wa
 axis (plans without multicast: plan_sweep.toggled_inner). --toggle early: the next tile's first wgmma
 issued before the epilogue's stores or not (GemmPlan.early_start: plan_sweep.toggled_early).
 --toggle prefetchD: B prefetched into L2 D k-blocks ahead or not (GemmPlan.prefetch_b).
+--toggle bandW: the tile walk in bands of W blocks of its inner axis instead of the plan's (GemmPlan.band).
 Several toggles, comma-separated, time each toggled plan beside the chosen one in one alternation (no
 stand-in candidate there); "+" joins toggles into one: --toggle early,prefetch4,early+prefetch4.
-usage: python scripts/ab_plans.py [--iters N] [--toggle output|inner|early|prefetchD[+...][,...]] SHAPE [SHAPE ...]
+usage: python scripts/ab_plans.py [--iters N] [--toggle output|inner|early|prefetchD|bandW[+...][,...]] SHAPE [SHAPE ...]
 (SHAPE as in scripts/plan_sweep.py)"""
 import concurrent.futures
 import os
 import sys
+
+from dataclasses import replace
 
 import torch
 
@@ -40,6 +43,9 @@ def toggle_of(name: str):
         return joined
     if name.startswith("prefetch"):
         return toggled_prefetch(int(name[len("prefetch"):]))
+    if name.startswith("band"):
+        width = int(name[len("band"):])
+        return lambda plan: replace(plan, band=width) if width != plan.band else None
     return TOGGLES[name]
 
 
