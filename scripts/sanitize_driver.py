@@ -118,10 +118,11 @@ def calls(what: str):
     """Small shapes for every tool; `all` adds shapes big enough for clusters of two (multicast) and
     for output staged in the stages; `staged` only the latter (racecheck's run of them, apart)."""
     big = 2**31 - 1
-    # 256-row tiles of 32 k-blocks: the output staged in held stages (GemmPlan.output_in_stages), in
-    # pairs sharing A and, masked, with groups ending inside a tile and an empty one.
-    staged = [lambda: dense(2048, 4096, 4096),
-              lambda: masked([512, 300, 0, 512], 512, 4096, 4096, expected_m=512)]
+    # 256-row tiles of 32 k-blocks in one wave (132 tiles; masked: by the hint): the output staged in
+    # held stages (GemmPlan.output_in_stages), in pairs sharing A and, masked, with groups ending
+    # inside a tile, an empty one, and more tiles than the hint's.
+    staged = [lambda: dense(2816, 1536, 4096),
+              lambda: masked([512, 300, 0, 512], 512, 4096, 4096, expected_m=256)]
     if what == "staged":
         yield from staged
         return

@@ -18,7 +18,10 @@ SHAPES = [  # (mode, m, n, k, groups, expected_m): shapes whose candidates cover
     ("dense", 64, 2112, 7168, 1, None),
     ("contiguous", 8192, 4096, 7168, 4, None),
     ("masked", 1024, 7168, 2048, 2, 512),
-    ("dense", 4096, 7168, 16384, 1, None),       # 256-row tiles that stage their output in their stages
+    ("dense", 4096, 7168, 16384, 1, None),       # long 256-row tiles over several waves
+    ("dense", 1024, 2048, 7168, 1, None),        # long 256-row tiles in one wave: output staged in their stages
+    ("dense", 2816, 1536, 7168, 1, None),        # exactly one wave (132 tiles): staged, and in pairs sharing A
+    ("dense", 3072, 1408, 7168, 1, None),        # the same in pairs sharing B
     ("masked", 1024, 4096, 7168, 4, 256),
 ]
 
@@ -41,7 +44,10 @@ def test_variants_cover_every_block_size_and_cluster_form():
     forms = {(p.mode, p.multicast) for p in VARIANTS}
     assert {("dense", "none"), ("dense", "a"), ("dense", "b"), ("contiguous", "a"), ("contiguous", "b"), ("masked", "a")} <= forms
     staged = {(p.mode, p.block_n, p.multicast) for p in VARIANTS if p.output_in_stages}
-    assert {("dense", 64, "none"), ("dense", 128, "a"), ("dense", 128, "b"), ("masked", 128, "none")} <= staged
+    assert {("dense", 64, "none"), ("dense", 128, "none"), ("dense", 128, "a"), ("dense", 128, "b"),
+            ("masked", 128, "none")} <= staged
+    # Staging is chosen for at most one wave of tiles, pairs for at least one: both only at exactly one.
+    assert all(p.num_tiles <= p.num_sms for p in VARIANTS if p.output_in_stages)
 
 
 @pytest.mark.parametrize("plan", VARIANTS, ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-{p.multicast}")

@@ -356,11 +356,13 @@ def test_grouped_layouts_load_whole_boxes():
 
 
 @pytest.mark.parametrize("mode,m,n,k,groups,expected_m,staged", [
-    ("dense", 4096, 7168, 16384, 1, None, True), ("dense", 4096, 4096, 7168, 1, None, True),
+    ("dense", 1024, 4096, 7168, 1, None, True), ("masked", 512, 4096, 7168, 2, 512, True),
     ("masked", 256, 4096, 7168, 4, 256, True), ("masked", 1024, 4096, 7168, 1, 1024, True),
+    ("dense", 4096, 7168, 16384, 1, None, False), ("dense", 4096, 4096, 7168, 1, None, False),
     ("dense", 4096, 7168, 2048, 1, None, False), ("dense", 4096, 32768, 512, 1, None, False),
     ("contiguous", 32768, 4096, 7168, 4, None, False)])
 def test_long_256_row_tiles_stage_their_output_in_a_fourth_stage(mode, m, n, k, groups, expected_m, staged):
+    """Only where the tiles fit in one wave: a CTA's next tile would start with two loaded stages."""
     plan = choose_plan(mode, m, n, k, groups, 132, expected_m=expected_m)
     assert plan.output_in_stages == staged
     if staged:
@@ -373,7 +375,8 @@ def test_long_256_row_tiles_stage_their_output_in_a_fourth_stage(mode, m, n, k, 
 
 
 def test_output_in_stages_needs_chunks_k_blocks_and_a_free_stage():
-    base = choose_plan("dense", 4096, 7168, 16384, 1, 132)
+    base = choose_plan("dense", 1024, 4096, 7168, 1, 132)
+    assert base.output_in_stages
     base.validate()
     for bad in (replace(base, block_n=112),                                  # no 64-column chunks
                 replace(base, num_stages=2),                                 # every stage held

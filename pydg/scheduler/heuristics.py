@@ -42,10 +42,16 @@ MAX_BLOCK_N = {64: 192, 128: 192, 256: 128}
 MAX_STAGES = 16
 MIN_STAGES = 3
 # 256-row tiles stage their output in the A slots of their last stages (GemmPlan.output_in_stages)
-# where a tile runs at least this many k-blocks: the freed 64 KB buy a fourth stage, but the next
-# tile starts with two stages loaded instead of three. Same-run H100 timings (scripts/ab_plans.py,
-# 2026-11-23), 256x128: 4096 x 7168 x 16384 0.989x the time, 4096 x 4096 x 7168 0.988x, masked
-# 1 x 1024 and 2 x 512 x 4096 x 7168 0.96x, 4 x 256 0.994x; K = 2048 1.007x, 1536 1.03x, 512 1.11x.
+# where a tile runs at least this many k-blocks and the tiles fit in one wave: the freed 64 KB buy a
+# fourth stage, but a CTA's next tile starts with two stages loaded instead of three. Same-run H100
+# timings (scripts/ab_plans.py), 256x128, staged against not:
+# - 2026-11-23 (cd5a7e5): 4096 x 7168 x 16384 0.989x the time, 4096 x 4096 x 7168 0.988x, masked
+#   1 x 1024 and 2 x 512 x 4096 x 7168 0.96x, 4 x 256 0.994x; K = 2048 1.007x, 1536 1.03x, 512 1.11x.
+# - 2026-12-06 (535221f, after the epilogue gained a barrier for staged tiles and the math warps began
+#   walking a tile ahead): 4096 x 7168 x 16384 and 4096 x 4096 x 7168 1.009x (several tiles per CTA);
+#   masked 4 x 256 and 1 x 1024 x 4096 x 7168 0.992x and 0.995x, 1024 x 4096 x 7168 0.997x (one
+#   tile per CTA). In the bench of 2bf00e0, staged multi-wave shapes trailed DeepGEMM (which runs
+#   3 stages and an output area) by a median 0.5%, the unstaged 256x128 ones led it by 0.3%.
 # 128x192 tiles (three of five stages held) ran 1.02-1.03x in the contiguous layout at K = 2048 and 7168.
 OUTPUT_IN_STAGES_MIN_K_BLOCKS = 32
 BAND = 16
@@ -85,8 +91,10 @@ def max_stages(block_m: int, block_n: int, k: int, smem_limit: int = MAX_SMEM_BY
 
 
 def with_output_in_stages(plan: GemmPlan, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan:
-    """The plan with its output staged in its stages where that pays (OUTPUT_IN_STAGES_MIN_K_BLOCKS)."""
-    if plan.block_m != 256 or plan.num_k_blocks < OUTPUT_IN_STAGES_MIN_K_BLOCKS or not plan.allows_output_in_stages:
+    """The plan with its output staged in its stages where that pays (OUTPUT_IN_STAGES_MIN_K_BLOCKS):
+    long 256-row tiles, one per CTA."""
+    if (plan.block_m != 256 or plan.num_k_blocks < OUTPUT_IN_STAGES_MIN_K_BLOCKS or plan.num_tiles > plan.num_sms
+            or not plan.allows_output_in_stages):
         return plan
     stages = max_stages(plan.block_m, plan.block_n, plan.k, smem_limit, output_in_stages=True)
     if stages <= max(plan.num_stages, plan.block_n // 64):
