@@ -15,7 +15,6 @@ usage: python scripts/ab_plans.py [--iters N] [--toggle output|inner|early|prefe
 import concurrent.futures
 import os
 import sys
-
 from dataclasses import replace
 
 import torch
