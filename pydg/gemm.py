@@ -247,11 +247,11 @@ def _run(mode: str, names: tuple[str, ...], hint, lhs, rhs, out, grouping=None) 
             return
         launcher.set_pointers(pointers)
     stream = prepared.stream()
+    if prepared.context:
+        _launch_in_device_context(launcher, pointers, stream, prepared)  # launcher() binds the workspace
+        return
     if launcher.stream_k and launcher.workspace_stream != stream:
         launcher.bind_workspace(stream)
-    if prepared.context:
-        _launch_in_device_context(launcher, pointers, stream, prepared)
-        return
     try:
         launcher.launch.launch(stream)
     except CudaError as err:
