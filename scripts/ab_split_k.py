@@ -1,0 +1,55 @@
+"""Times stream-K's share-out as a split-K for shapes with fewer tiles than SMs (small M), against the
+heuristic's plan, in one process (scripts/ab_plans.py's method: CUDA events around one launch, L2
+flushed, the plans alternating; medians of --iters). With fewer tiles than SMs every tile is shared
+out, so each CTA runs num_tiles x k-blocks / SMs k-blocks: a 64x64 tile of 64 x 2112 x 7168 (33 tiles)
+is split four ways. The question: whether a shorter k-loop per CTA, and less of A read from L2 per
+CTA, pays for the hand-over of the FP32 partials.
+usage: python scripts/ab_split_k.py [--iters N] [--widths 32,64,...] SHAPE [SHAPE ...]   (dense M,N,K)"""
+import sys
+from dataclasses import replace
+
+import torch
+
+from pydg.scheduler.heuristics import max_stages, ranked_plans
+
+from ab_plans import compare, precompile  # noqa: E402  (scripts/ is on sys.path when run as a script)
+from plan_sweep import shape_of  # noqa: E402
+
+
+def split_plans(spec: str, widths: list[int]) -> list:
+    """The chosen plan, then each single-CTA tile of the given widths shared out over all SMs, where its
+    tiles are at most half the SMs (each tile split at least two ways)."""
+    mode, (m, n, k, groups, expected) = shape_of(spec)
+    num_sms = torch.cuda.get_device_properties(0).multi_processor_count
+    ranked = ranked_plans(mode, m, n, k, groups, num_sms, expected_m=expected)
+    plans = [ranked[0]]
+    for block_m in (64, 128):
+        if block_m > 64 and m <= 64:
+            continue
+        for width in widths:
+            base = next((p for p in ranked if p.block_m == block_m and p.block_n == width and p.cluster_size == 1), None)
+            if base is None:
+                continue
+            stages = max_stages(block_m, width, k)
+            shared = replace(base, num_sms=num_sms, stream_k=True, overlap_promotion=False, output_in_stages=False,
+                             early_start=False, prefetch_b=0, num_stages=stages)
+            if shared.num_tiles * 2 > num_sms or not shared.allows_stream_k:
+                continue
+            shared.validate()
+            plans.append(shared)
+    return plans
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    options = {"--iters": "30", "--widths": "32,64,96,128"}
+    for name in options:
+        if name in args:
+            i = args.index(name)
+            options[name] = args[i + 1]
+            del args[i:i + 2]
+    widths = [int(w) for w in options["--widths"].split(",")]
+    plans = {arg: split_plans(arg, widths) for arg in args}
+    precompile([plan for shape_plans in plans.values() for plan in shape_plans])
+    for arg in args:
+        compare(arg, int(options["--iters"]), plans[arg])
