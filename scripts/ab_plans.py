@@ -85,14 +85,20 @@ def compare(spec: str, iters: int, plans) -> None:
     print(flush=True)
 
 
-if __name__ == "__main__":
-    args = sys.argv[1:]
-    options = {"--iters": "30", "--toggle": "output"}
+def parse_options(args: list[str], defaults: dict[str, str]) -> dict[str, str]:
+    """The defaults with each "--name value" pair of args applied; the pairs are taken out of args."""
+    options = dict(defaults)
     for name in options:
         if name in args:
             i = args.index(name)
             options[name] = args[i + 1]
             del args[i:i + 2]
+    return options
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    options = parse_options(args, {"--iters": "30", "--toggle": "output"})
     toggles = [toggle_of(name) for name in options["--toggle"].split(",")]
     plans = {arg: plans_of(arg, toggles) for arg in args}
     precompile([plan for shape_plans in plans.values() for plan in shape_plans])

@@ -12,7 +12,7 @@ import torch
 
 from pydg.scheduler.heuristics import max_stages, ranked_plans
 
-from ab_plans import compare, precompile  # noqa: E402  (scripts/ is on sys.path when run as a script)
+from ab_plans import compare, parse_options, precompile  # noqa: E402  (scripts/ is on sys.path when run as a script)
 from plan_sweep import shape_of  # noqa: E402
 
 
@@ -42,12 +42,7 @@ def split_plans(spec: str, widths: list[int]) -> list:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    options = {"--iters": "30", "--widths": "32,64,96,128"}
-    for name in options:
-        if name in args:
-            i = args.index(name)
-            options[name] = args[i + 1]
-            del args[i:i + 2]
+    options = parse_options(args, {"--iters": "30", "--widths": "32,64,96,128"})
     widths = [int(w) for w in options["--widths"].split(",")]
     plans = {arg: split_plans(arg, widths) for arg in args}
     precompile([plan for shape_plans in plans.values() for plan in shape_plans])
