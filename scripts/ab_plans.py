@@ -85,6 +85,13 @@ def compare(spec: str, iters: int, plans) -> None:
     print(flush=True)
 
 
+def time_all(plans: dict, iters: int) -> None:
+    """Each shape's plans (SHAPE -> plans, the chosen first) compiled, then timed side by side."""
+    precompile([plan for shape_plans in plans.values() for plan in shape_plans])
+    for spec, shape_plans in plans.items():
+        compare(spec, iters, shape_plans)
+
+
 def parse_options(args: list[str], defaults: dict[str, str]) -> dict[str, str]:
     """The defaults with each "--name value" pair of args applied; the pairs are taken out of args."""
     options = dict(defaults)
@@ -100,7 +107,4 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     options = parse_options(args, {"--iters": "30", "--toggle": "output"})
     toggles = [toggle_of(name) for name in options["--toggle"].split(",")]
-    plans = {arg: plans_of(arg, toggles) for arg in args}
-    precompile([plan for shape_plans in plans.values() for plan in shape_plans])
-    for arg in args:
-        compare(arg, int(options["--iters"]), plans[arg])
+    time_all({arg: plans_of(arg, toggles) for arg in args}, int(options["--iters"]))

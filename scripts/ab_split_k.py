@@ -12,7 +12,7 @@ import torch
 
 from pydg.scheduler.heuristics import max_stages, ranked_plans
 
-from ab_plans import compare, parse_options, precompile  # noqa: E402  (scripts/ is on sys.path when run as a script)
+from ab_plans import parse_options, time_all  # noqa: E402  (scripts/ is on sys.path when run as a script)
 from plan_sweep import shape_of  # noqa: E402
 
 
@@ -44,7 +44,4 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     options = parse_options(args, {"--iters": "30", "--widths": "32,64,96,128"})
     widths = [int(w) for w in options["--widths"].split(",")]
-    plans = {arg: split_plans(arg, widths) for arg in args}
-    precompile([plan for shape_plans in plans.values() for plan in shape_plans])
-    for arg in args:
-        compare(arg, int(options["--iters"]), plans[arg])
+    time_all({arg: split_plans(arg, widths) for arg in args}, int(options["--iters"]))

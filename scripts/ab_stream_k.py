@@ -9,7 +9,7 @@ import torch
 
 from pydg.scheduler.heuristics import estimate_seconds, ranked_plans, with_stream_k
 
-from ab_plans import compare, precompile  # noqa: E402  (scripts/ is on sys.path when run as a script)
+from ab_plans import parse_options, time_all  # noqa: E402  (scripts/ is on sys.path when run as a script)
 from plan_sweep import shape_of  # noqa: E402
 
 
@@ -27,12 +27,5 @@ def plans_of(spec: str) -> list:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    iters = 30
-    if "--iters" in args:
-        i = args.index("--iters")
-        iters = int(args[i + 1])
-        del args[i:i + 2]
-    plans = {arg: plans_of(arg) for arg in args}
-    precompile([plan for shape_plans in plans.values() for plan in shape_plans])
-    for arg in args:
-        compare(arg, iters, plans[arg])
+    options = parse_options(args, {"--iters": "30"})
+    time_all({arg: plans_of(arg) for arg in args}, int(options["--iters"]))
