@@ -2,7 +2,8 @@
 heuristic's plan, in one process (scripts/ab_plans.py's method: CUDA events around one launch, L2
 flushed, the plans alternating; medians of --iters). With fewer tiles than SMs every tile is shared
 out, so each CTA runs num_tiles x k-blocks / SMs k-blocks: a 64x64 tile of 64 x 2112 x 7168 (33 tiles)
-is split four ways. The question: whether a shorter k-loop per CTA, and less of A read from L2 per
+is split four ways, and 112 tiles of 64x64 (64 x 7168 x 16384, which leaves 20 SMs idle) keep all 132
+busy. The question: whether a shorter k-loop per CTA, and less of A read from L2 per
 CTA, pays for the hand-over of the FP32 partials.
 usage: python scripts/ab_split_k.py [--iters N] [--widths 32,64,...] SHAPE [SHAPE ...]   (dense M,N,K)"""
 import sys
@@ -17,8 +18,8 @@ from plan_sweep import shape_of  # noqa: E402
 
 
 def split_plans(spec: str, widths: list[int]) -> list:
-    """The chosen plan, then each single-CTA tile of the given widths shared out over all SMs, where its
-    tiles are at most half the SMs (each tile split at least two ways)."""
+    """The chosen plan, then each single-CTA tile of the given widths (and the chosen width) shared out
+    over all SMs, where it has fewer tiles than SMs (so the grid keeps every SM busy)."""
     mode, (m, n, k, groups, expected) = shape_of(spec)
     num_sms = torch.cuda.get_device_properties(0).multi_processor_count
     ranked = ranked_plans(mode, m, n, k, groups, num_sms, expected_m=expected)
@@ -26,14 +27,14 @@ def split_plans(spec: str, widths: list[int]) -> list:
     for block_m in (64, 128):
         if block_m > 64 and m <= 64:
             continue
-        for width in widths:
+        for width in sorted(set(widths) | {ranked[0].block_n}):
             base = next((p for p in ranked if p.block_m == block_m and p.block_n == width and p.cluster_size == 1), None)
             if base is None:
                 continue
             stages = max_stages(block_m, width, k)
             shared = replace(base, num_sms=num_sms, stream_k=True, overlap_promotion=False, output_in_stages=False,
                              early_start=False, prefetch_b=0, num_stages=stages)
-            if shared.num_tiles * 2 > num_sms or not shared.allows_stream_k:
+            if shared.num_tiles >= num_sms or not shared.allows_stream_k:
                 continue
             shared.validate()
             plans.append(shared)
