@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one script for a device call, from the repo root (carry .anchor to compare with DeepGEMM):
-#   bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options|streamk] [extra bench args, e.g. --what dense,host --iters 10]
+#   bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options|streamk|pending] [extra bench args, e.g. --what dense,host --iters 10]
 # Name the commit that runs (the device's .git is the session's first): PYDG_GIT_COMMIT=<hash> bash ...
 # extras: what the issues measure beside the suite and the GEMM benchmark, into $OUT/extras.log:
 # compute-sanitizer (memcheck, synccheck, racecheck), the cast kernels' bandwidth (scripts/bench_cast.py),
@@ -23,6 +23,10 @@
 # streamk: stream-K's GPU tests (tests/test_stream_k_gpu.py, at most PYDG_TEST_S, 200 s; a lost partial
 # hangs the owner) and, if they pass, scripts/ab_stream_k.py on the shapes given or the default list (at
 # most PYDG_AB_S, 240 s), into $OUT/streamk.log.
+# pending: the same-run A/Bs that wait on a GPU (bench/NOTES.md, newest entry), into $OUT/pending.log:
+# the output staged or not on the shapes whose plan 4f65324 changed, the tile walk's band width on the
+# contiguous shapes, and stream-K's share-out as a split-K on the small-M shapes (scripts/ab_split_k.py);
+# about 200 s, no DeepGEMM needed (leave .anchor behind: its build would take the CPUs while timing).
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
 # (about 300 s, DeepGEMM's build included) do not fit together; `bench` + `sweep` do, `tests` + `extras`
 # only just (extras last timed at 56b172a).
@@ -35,8 +39,8 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 [ $# -gt 0 ] && shift
 case $what in
-  tests|bench|all|extras|sweep|profile|options|streamk) ;;
-  *) echo "usage: bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options|streamk] [extra bench args]" >&2; exit 2 ;;
+  tests|bench|all|extras|sweep|profile|options|streamk|pending) ;;
+  *) echo "usage: bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options|streamk|pending] [extra bench args]" >&2; exit 2 ;;
 esac
 
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYDG_CACHE_DIR=/tmp/pydg-cache
@@ -138,6 +142,20 @@ if [ "$what" = streamk ]; then
   streamk_status=$?
   cat "$OUT/streamk.log"
   exit $streamk_status
+fi
+
+if [ "$what" = pending ]; then
+  ( echo "== output staged or not (4f65324 unstaged the multi-wave 256-row shapes)"
+    timeout 120 python3 scripts/ab_plans.py --iters 20 --toggle output 4096,4096,7168 4096,7168,16384 6000,7168,7168 \
+      2500,18432,7168 masked:4,256,4096,7168 masked:1,1024,4096,7168 1024,4096,7168
+    echo "== band width of the tile walk"
+    timeout 70 python3 scripts/ab_plans.py --iters 20 --toggle band8,band32 contiguous:8,4096,4096,7168 \
+      contiguous:4,8192,4096,7168 4096,4096,7168 4096,7168,16384
+    echo "== split-K for small M"
+    timeout 100 python3 scripts/ab_split_k.py --iters 20 --widths 32,64,128 64,2112,7168 128,2112,7168 64,4096,7168 \
+      128,4096,7168 64,7168,2048 64,7168,16384 128,7168,16384 ) > "$OUT/pending.log" 2>&1
+  grep -v " check " "$OUT/pending.log"
+  exit 0
 fi
 
 if [ "$what" = profile ]; then
