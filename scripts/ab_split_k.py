@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import torch
 
-from pydg.scheduler.heuristics import max_stages, ranked_plans
+from pydg.scheduler.heuristics import ranked_plans, stream_k_form
 
 from ab_plans import parse_options, time_all  # noqa: E402  (scripts/ is on sys.path when run as a script)
 from plan_sweep import shape_of  # noqa: E402
@@ -31,9 +31,7 @@ def split_plans(spec: str, widths: list[int]) -> list:
             base = next((p for p in ranked if p.block_m == block_m and p.block_n == width and p.cluster_size == 1), None)
             if base is None:
                 continue
-            stages = max_stages(block_m, width, k)
-            shared = replace(base, num_sms=num_sms, stream_k=True, overlap_promotion=False, output_in_stages=False,
-                             early_start=False, prefetch_b=0, num_stages=stages)
+            shared = stream_k_form(replace(base, num_sms=num_sms))
             if shared.num_tiles >= num_sms or not shared.allows_stream_k:
                 continue
             shared.validate()

@@ -325,11 +325,12 @@ def _stream_k_variant(m, n, k, block_m, block_n, multicast):
     for plan in candidate_plans("dense", m, n, k, 1, 132):
         if (plan.block_m, plan.block_n, plan.multicast) == (block_m, block_n, multicast) and not plan.stream_k:
             shared = with_stream_k(replace(plan, overlap_promotion=False) if block_m == 64 else plan)
-            if block_m == 64 and shared is None:  # the heuristic keeps 64-row tiles whole; the kernel takes them
-                from pydg.scheduler.heuristics import max_stages
+            # The heuristic keeps 64-row tiles, and tiles fewer than the SMs, whole; the kernel takes them
+            # (the latter as a split-K: scripts/ab_split_k.py).
+            if shared is None and (block_m == 64 or plan.num_tiles < plan.num_sms):
+                from pydg.scheduler.heuristics import stream_k_form
 
-                shared = replace(plan, overlap_promotion=False, output_in_stages=False, stream_k=True,
-                                 num_stages=max_stages(64, block_n, k))
+                shared = stream_k_form(plan)
             assert shared is not None and shared.stream_k, plan.summary()
             shared.validate()
             return shared
@@ -337,11 +338,12 @@ def _stream_k_variant(m, n, k, block_m, block_n, multicast):
 
 
 # Stream-K's kernels: every cluster form, odd and straddling widths, 64-row tiles (one math
-# warpgroup), one k-block per tile and 129.
+# warpgroup), one k-block per tile and 129, and small-M split-Ks (rows ending inside the block).
 STREAM_K_VARIANTS = [_stream_k_variant(*args) for args in [
     (4096, 7168, 16384, 256, 128, "a"), (4096, 4096, 2048, 256, 128, "b"), (1000, 8192, 896, 256, 128, "none"),
     (4096, 2112, 3072, 128, 176, "b"), (777, 6144, 640, 128, 160, "none"), (1000, 4096, 16512, 128, 128, "a"),
-    (3000, 2048, 128, 256, 128, "none"), (512, 4096, 4096, 64, 128, "none")]]
+    (3000, 2048, 128, 256, 128, "none"), (512, 4096, 4096, 64, 128, "none"), (64, 2112, 7168, 64, 64, "none"),
+    (128, 7168, 16384, 128, 128, "none"), (37, 2048, 7168, 64, 32, "none")]]
 
 
 @pytest.mark.parametrize("plan", STREAM_K_VARIANTS, ids=lambda p: f"{p.block_m}x{p.block_n}-{p.multicast}-k{p.k}")

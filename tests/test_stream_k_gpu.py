@@ -19,15 +19,13 @@ pytestmark = pytest.mark.gpu
 
 def _shared_out(plan, num_sms=None):
     """The plan with stream-K (and the grid asked for), in the form the heuristic would give it."""
-    from pydg.scheduler.heuristics import max_stages
+    from pydg.scheduler.heuristics import stream_k_form
 
     if num_sms is not None:
         plan = replace(plan, num_sms=num_sms)
-    plan = replace(plan, overlap_promotion=False, output_in_stages=False, early_start=False, prefetch_b=0,
-                   num_stages=max_stages(plan.block_m, plan.block_n, plan.k))
-    shared = replace(plan, stream_k=True)
+    shared = stream_k_form(plan)
     shared.validate()
-    return plan, shared
+    return replace(shared, stream_k=False), shared
 
 
 def _flags(torch, stream: int) -> list[int]:
@@ -68,7 +66,8 @@ def _check(torch, plain, shared, m, n, k, seed):
 # (M, N, K, block_m, block_n, cluster, multicast, num_sms): several waves with a partial last one;
 # K of 1 to 129 k-blocks (one k-block: the share-out is by whole tiles); rows ending inside a block;
 # a grid of 40 SMs (many whole waves before the share-out); fewer tiles than SMs (tiles split among
-# many CTAs: 4096 x 1024 x 8192 at 256x128 is 128 tiles on 132).
+# many CTAs: 4096 x 1024 x 8192 at 256x128 is 128 tiles on 132); small M, where the share-out is a
+# split-K (scripts/ab_split_k.py): 33 tiles split four ways, 56 tiles of 128 k-blocks, 37 rows.
 DENSE = [
     (4096, 7168, 1024, 256, 128, 2, "a", None),
     (4096, 4096, 2048, 256, 128, 2, "b", None),
@@ -82,6 +81,9 @@ DENSE = [
     (1000, 2048, 2048, 128, 128, 1, "none", 131),
     (4096, 1024, 8192, 256, 128, 1, "none", None),
     (512, 4096, 4096, 64, 128, 1, "none", None),
+    (64, 2112, 7168, 64, 64, 1, "none", None),
+    (128, 7168, 16384, 128, 128, 1, "none", None),
+    (37, 2048, 7168, 64, 32, 1, "none", None),
 ]
 
 

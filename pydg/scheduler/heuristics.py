@@ -186,15 +186,21 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
                 yield plan
 
 
+def stream_k_form(plan: GemmPlan, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan:
+    """The plan with stream-K on, in the form the kernel runs it: the one-accumulator loop with the
+    output in its own area, no early start or prefetch, and the stages counted again. Whether the
+    plan allows it is the caller's question (allows_stream_k, validate)."""
+    return replace(plan, stream_k=True, overlap_promotion=False, output_in_stages=False, early_start=False,
+                   prefetch_b=0, num_stages=max_stages(plan.block_m, plan.block_n, plan.k, smem_limit))
+
+
 def with_stream_k(plan: GemmPlan, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan | None:
     """The plan with its last wave shared out as k-blocks (GemmPlan.stream_k; an option, see
-    STREAM_K_BYTES_PER_S), where there is more than one wave and the last is partial; None elsewhere. The share-out runs the one-accumulator
-    loop with the output in its own area, so the stages are counted again."""
+    STREAM_K_BYTES_PER_S), where there is more than one wave and the last is partial; None elsewhere."""
     if plan.mode != "dense" or plan.num_tiles <= plan.num_sms or plan.block_m == 64:
         return None
-    stages = max_stages(plan.block_m, plan.block_n, plan.k, smem_limit)
-    shared_out = replace(plan, stream_k=True, overlap_promotion=False, output_in_stages=False, num_stages=stages)
-    if stages < MIN_STAGES or not shared_out.allows_stream_k:
+    shared_out = stream_k_form(plan, smem_limit)
+    if shared_out.num_stages < MIN_STAGES or not shared_out.allows_stream_k:
         return None
     shared_out.validate()
     return shared_out
