@@ -26,7 +26,7 @@
 # pending: the same-run A/Bs that wait on a GPU (bench/NOTES.md, newest entry), into $OUT/pending.log:
 # the output staged or not on the shapes whose plan 4f65324 changed, the tile walk's band width on the
 # contiguous shapes, and stream-K's share-out as a split-K on the small-M shapes (scripts/ab_split_k.py);
-# about 200 s, no DeepGEMM needed (leave .anchor behind: its build would take the CPUs while timing).
+# at most 330 s (about 200), no DeepGEMM needed (leave .anchor behind: its build would take the CPUs while timing).
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
 # (about 300 s, DeepGEMM's build included) do not fit together; `bench` + `sweep` do, `tests` + `extras`
 # only just (extras last timed at 56b172a).
@@ -146,7 +146,7 @@ fi
 
 if [ "$what" = pending ]; then
   ( echo "== output staged or not (4f65324 unstaged the multi-wave 256-row shapes)"
-    timeout 120 python3 scripts/ab_plans.py --iters 20 --toggle output 4096,4096,7168 4096,7168,16384 6000,7168,7168 \
+    timeout 160 python3 scripts/ab_plans.py --iters 20 --toggle output 4096,4096,7168 4096,7168,16384 6000,7168,7168 \
       2500,18432,7168 masked:4,256,4096,7168 masked:1,1024,4096,7168 1024,4096,7168
     echo "== band width of the tile walk"
     timeout 70 python3 scripts/ab_plans.py --iters 20 --toggle band8,band32 contiguous:8,4096,4096,7168 \
