@@ -26,7 +26,8 @@
 # pending: the same-run A/Bs that wait on a GPU (bench/NOTES.md, newest entry), into $OUT/pending.log:
 # the output staged or not on the shapes whose plan 4f65324 changed, the tile walk's band width on the
 # contiguous shapes, and stream-K's share-out as a split-K on the small-M shapes (scripts/ab_split_k.py);
-# at most 330 s (about 200), no DeepGEMM needed (leave .anchor behind: its build would take the CPUs while timing).
+# at most 330 s (about 200); no DeepGEMM needed, but with .anchor carried its build runs first (about
+# 120 s, before any timing), and a bench call on the same warm machine then skips it.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
 # (about 300 s, DeepGEMM's build included) do not fit together; `bench` + `sweep` do, `tests` + `extras`
 # only just (extras last timed at 56b172a).
