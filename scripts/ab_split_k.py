@@ -7,11 +7,10 @@ busy. The question: whether a shorter k-loop per CTA, and less of A read from L2
 CTA, pays for the hand-over of the FP32 partials.
 usage: python scripts/ab_split_k.py [--iters N] [--widths 32,64,...] SHAPE [SHAPE ...]   (dense M,N,K)"""
 import sys
-from dataclasses import replace
 
 import torch
 
-from pydg.scheduler.heuristics import ranked_plans, stream_k_form
+from pydg.scheduler.heuristics import ranked_plans, with_split_k
 
 from ab_plans import parse_options, time_all  # noqa: E402  (scripts/ is on sys.path when run as a script)
 from plan_sweep import shape_of  # noqa: E402
@@ -28,14 +27,13 @@ def split_plans(spec: str, widths: list[int]) -> list:
         if block_m > 64 and m <= 64:
             continue
         for width in sorted(set(widths) | {ranked[0].block_n}):
-            base = next((p for p in ranked if p.block_m == block_m and p.block_n == width and p.cluster_size == 1), None)
+            base = next((p for p in ranked if (p.block_m, p.block_n, p.cluster_size, p.stream_k) == (block_m, width, 1, False)),
+                        None)
             if base is None:
                 continue
-            shared = stream_k_form(replace(base, num_sms=num_sms))
-            if shared.num_tiles >= num_sms or not shared.allows_stream_k:
-                continue
-            shared.validate()
-            plans.append(shared)
+            shared = with_split_k(base, num_sms)
+            if shared is not None:
+                plans.append(shared)
     return plans
 
 

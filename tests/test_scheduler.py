@@ -128,6 +128,33 @@ def test_stream_k_plans_share_out_the_last_wave_plus_one():
             bad.validate()
 
 
+def test_split_k_shares_every_tile_out_over_all_sms_only_where_tiles_are_fewer(monkeypatch):
+    from pydg.scheduler import heuristics
+
+    # Off by default (not yet timed on a GPU): no candidate and no choice is a split.
+    for m, n, k in [(64, 2112, 7168), (128, 7168, 16384), (37, 2048, 7168)]:
+        assert not any(p.stream_k for p in candidate_plans("dense", m, n, k, 1, 132))
+    whole = next(p for p in candidate_plans("dense", 64, 2112, 7168, 1, 132) if (p.block_m, p.block_n) == (64, 64))
+    split = heuristics.with_split_k(whole, 132)
+    assert split.stream_k and split.num_sms == 132 and split.num_tiles == 33 and split.stream_k_first_tile == 0
+    assert split.stream_k_units == 33 * 56 and split.stream_k_units // 132 == 14  # a quarter of K per CTA
+    assert not split.overlap_promotion and split.num_stages == heuristics.max_stages(64, 64, 7168)
+    # A fitted grid (fewer CTAs than SMs) is spread over all of them again.
+    assert heuristics.with_split_k(heuristics.fit_grid(whole), 132) == split
+    # Not with a wave or more of tiles, in pairs, or in the grouped layouts.
+    assert heuristics.with_split_k(choose_plan("dense", 4096, 7168, 2048, 1, 132), 132) is None
+    assert heuristics.with_split_k(replace(whole, cluster_size=2, multicast="a", inner_axis="n"), 132) is None
+    for mode, m, n, k, groups, expected in [("masked", 256, 7168, 2048, 4, 64), ("contiguous", 256, 2048, 2048, 2, None)]:
+        assert not any(heuristics.with_split_k(p, 132) for p in candidate_plans(mode, m, n, k, groups, 132, expected_m=expected))
+    # Switched on, the splits join the candidates, and where fewer tiles than SMs leave SMs idle, the model
+    # ranks one first.
+    monkeypatch.setattr(heuristics, "SPLIT_K", True)
+    splits = [p for p in candidate_plans("dense", 64, 2112, 7168, 1, 132) if p.stream_k]
+    assert split in splits and all(p.num_tiles < 132 == p.num_sms for p in splits)
+    assert choose_plan("dense", 64, 2112, 7168, 1, 132).stream_k
+    assert not any(p.stream_k for p in candidate_plans("dense", 4096, 7168, 2048, 1, 132))
+
+
 def test_fast_division_is_exact_for_every_32_bit_dividend():
     # scheduler.cuh's FastDiv: the multiplier's rounding leaves the quotient at most one short, at
     # the ends of the range too, and for divisors from 1 to 2**32 - 1.

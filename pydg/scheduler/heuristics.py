@@ -80,6 +80,11 @@ SINGLE_INNER_AXIS = "m"
 # the plans it is asked about: a tile split between two CTAs costs the sender's store and the owner's
 # load of an FP32 tile through L2, at about this rate per SM, and one more pipeline restart.
 STREAM_K_BYTES_PER_S = 200e9
+# Split-K where a dense shape has fewer tiles than SMs (small M): every tile shared out by stream-K, so
+# all SMs work and each reads a part of K (with_split_k; scripts/ab_split_k.py times it). Off until that
+# A/B has run on a GPU (bench/NOTES.md, twentieth session): the model ranks these plans first for
+# 64 x 2112 x 7168 (5.3 us against 8.4) but has never been fitted to a split.
+SPLIT_K = False
 
 
 def max_stages(block_m: int, block_n: int, k: int, smem_limit: int = MAX_SMEM_BYTES,
@@ -184,6 +189,9 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
                     plan = replace(plan, num_sms=num_sms)
                 plan.validate()
                 yield plan
+                split = with_split_k(plan, num_sms, smem_limit) if SPLIT_K else None
+                if split is not None:
+                    yield split
 
 
 def stream_k_form(plan: GemmPlan, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan:
@@ -200,6 +208,18 @@ def with_stream_k(plan: GemmPlan, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan 
     if plan.mode != "dense" or plan.num_tiles <= plan.num_sms or plan.block_m == 64:
         return None
     shared_out = stream_k_form(plan, smem_limit)
+    if shared_out.num_stages < MIN_STAGES or not shared_out.allows_stream_k:
+        return None
+    shared_out.validate()
+    return shared_out
+
+
+def with_split_k(plan: GemmPlan, num_sms: int, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan | None:
+    """The single-CTA dense plan's tiles, fewer than num_sms, shared out over num_sms CTAs as runs of
+    k-blocks (stream-K with no whole tiles before the share-out); None where that does not apply."""
+    if plan.mode != "dense" or plan.cluster_size != 1 or plan.num_tiles >= num_sms:
+        return None
+    shared_out = stream_k_form(replace(plan, num_sms=num_sms), smem_limit)
     if shared_out.num_stages < MIN_STAGES or not shared_out.allows_stream_k:
         return None
     shared_out.validate()
