@@ -207,7 +207,11 @@ def with_stream_k(plan: GemmPlan, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan 
     STREAM_K_BYTES_PER_S), where there is more than one wave and the last is partial; None elsewhere."""
     if plan.mode != "dense" or plan.num_tiles <= plan.num_sms or plan.block_m == 64:
         return None
-    shared_out = stream_k_form(plan, smem_limit)
+    return _if_allowed(stream_k_form(plan, smem_limit))
+
+
+def _if_allowed(shared_out: GemmPlan) -> GemmPlan | None:
+    """A stream-K form (validated) if it keeps enough stages and the kernel takes it, else None."""
     if shared_out.num_stages < MIN_STAGES or not shared_out.allows_stream_k:
         return None
     shared_out.validate()
@@ -219,11 +223,7 @@ def with_split_k(plan: GemmPlan, num_sms: int, smem_limit: int = MAX_SMEM_BYTES)
     k-blocks (stream-K with no whole tiles before the share-out); None where that does not apply."""
     if plan.mode != "dense" or plan.cluster_size != 1 or plan.num_tiles >= num_sms:
         return None
-    shared_out = stream_k_form(replace(plan, num_sms=num_sms), smem_limit)
-    if shared_out.num_stages < MIN_STAGES or not shared_out.allows_stream_k:
-        return None
-    shared_out.validate()
-    return shared_out
+    return _if_allowed(stream_k_form(replace(plan, num_sms=num_sms), smem_limit))
 
 
 def l2_bytes_per_tile(plan: GemmPlan) -> float:
