@@ -206,13 +206,14 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
   pids=()
   for i in 0 1 2 3; do
     if [ $i -lt 3 ]; then files=(${shards[$i]}); else files=(tests "${rest[@]}"); fi
-    PYDG_CACHE_DIR=/tmp/pydg-cache-$i python3 -m pytest -v -rs -p no:cacheprovider --deselect "$alone" "${files[@]}" > "/tmp/tests_$i.log" 2>&1 &
+    PYDG_CACHE_DIR=/tmp/pydg-cache-$i python3 -m pytest -v -rs -p no:cacheprovider --deselect "$alone" "${files[@]}" > "$OUT/tests_$i.log" 2>&1 &
     pids+=($!)
   done
   tests_status=0
   for pid in "${pids[@]}"; do wait "$pid" || tests_status=1; done
-  PYDG_CACHE_DIR=/tmp/pydg-cache-2 python3 -m pytest -v -rs -p no:cacheprovider "$alone" > /tmp/tests_4.log 2>&1 || tests_status=1
-  for i in 0 1 2 3 4; do echo "==== shard $i"; cat "/tmp/tests_$i.log"; done > "$OUT/tests.log"
+  PYDG_CACHE_DIR=/tmp/pydg-cache-2 python3 -m pytest -v -rs -p no:cacheprovider "$alone" > "$OUT/tests_4.log" 2>&1 || tests_status=1
+  # The shards write under $OUT while they run, so a call stopped at its time limit still returns them.
+  for i in 0 1 2 3 4; do echo "==== shard $i"; cat "$OUT/tests_$i.log"; done > "$OUT/tests.log" && rm -f "$OUT"/tests_?.log
   grep -E " (FAILED|ERROR)" "$OUT/tests.log" | head -n 40
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
