@@ -26,7 +26,7 @@
 # pending: the same-run A/Bs that wait on a GPU (bench/NOTES.md, newest entry), into $OUT/pending.log:
 # the output staged or not on the shapes whose plan 4f65324 changed, the tile walk's band width on the
 # contiguous shapes, and stream-K's share-out as a split-K on the small-M shapes (scripts/ab_split_k.py);
-# at most 330 s (about 200); no DeepGEMM needed, but with .anchor carried its build runs first (about
+# at most 360 s (about 230); no DeepGEMM needed, but with .anchor carried its build runs first (about
 # 120 s, before any timing), and a bench call on the same warm machine then skips it.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
 # (about 300 s, DeepGEMM's build included) do not fit together; `bench` + `sweep` do, `tests` + `extras`
@@ -153,7 +153,7 @@ if [ "$what" = pending ]; then
     timeout 70 python3 scripts/ab_plans.py --iters 20 --toggle band8,band32 contiguous:8,4096,4096,7168 \
       contiguous:4,8192,4096,7168 4096,4096,7168 4096,7168,16384
     echo "== split-K for small M"
-    timeout 100 python3 scripts/ab_split_k.py --iters 20 --widths 32,64,128 64,2112,7168 128,2112,7168 64,4096,7168 \
+    timeout 130 python3 scripts/ab_split_k.py --iters 20 --widths 32,64,128,176 64,2112,7168 128,2112,7168 64,4096,7168 \
       128,4096,7168 64,7168,2048 64,7168,16384 128,7168,16384 ) > "$OUT/pending.log" 2>&1
   grep -v " check " "$OUT/pending.log"
   exit 0
