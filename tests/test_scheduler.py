@@ -153,6 +153,31 @@ def test_split_k_shares_every_tile_out_over_all_sms_only_where_tiles_are_fewer(m
     assert split in splits and all(p.num_tiles < 132 == p.num_sms for p in splits)
     assert choose_plan("dense", 64, 2112, 7168, 1, 132).stream_k
     assert not any(p.stream_k for p in candidate_plans("dense", 4096, 7168, 2048, 1, 132))
+    # Where the best unsplit plan is bound by device memory the split only ties with it, and the
+    # margin (SPLIT_K_MIN_GAIN) keeps the unsplit plan.
+    for m, n, k in [(64, 7168, 16384), (64, 4096, 7168), (1, 7168, 18432)]:
+        split_best = min((p for p in candidate_plans("dense", m, n, k, 1, 132) if p.stream_k), key=heuristics.estimate_seconds)
+        assert heuristics.estimate_seconds(split_best) <= heuristics.estimate_seconds(choose_plan("dense", m, n, k, 1, 132)) * 1.001
+        assert not choose_plan("dense", m, n, k, 1, 132).stream_k
+    monkeypatch.setattr(heuristics, "SPLIT_K_MIN_GAIN", 0.0)
+    assert choose_plan("dense", 64, 7168, 16384, 1, 132).stream_k
+
+
+def test_split_k_model_counts_a_hand_over_per_sender():
+    from pydg.scheduler import heuristics
+
+    # A tile split four ways: its owner loads three or four partials (a run may end inside it), where
+    # stream-K's share-out of a last wave hands over one.
+    whole = next(p for p in candidate_plans("dense", 64, 2112, 7168, 1, 132) if (p.block_m, p.block_n) == (64, 64))
+    split = heuristics.with_split_k(whole, 132)
+    partial = 64 * 64 * 4 / heuristics.STREAM_K_BYTES_PER_S
+    tile = heuristics.tile_seconds(64, 64, 7168, "none")
+    assert heuristics.tiles_seconds(split) == pytest.approx(33 / 132 * tile + 5 * partial + heuristics.TILE_OVERHEAD_S)
+    wave = heuristics.with_stream_k(choose_plan("dense", 4096, 7168, 2048, 1, 132))
+    wave_tile = heuristics.tile_seconds(wave.block_m, wave.block_n, 2048, wave.multicast)
+    one_hand_over = 2 * wave.block_m * wave.block_n * 4 / heuristics.STREAM_K_BYTES_PER_S + heuristics.TILE_OVERHEAD_S
+    assert heuristics.tiles_seconds(wave) == pytest.approx(
+        wave.stream_k_first_tile // 132 * wave_tile + wave.stream_k_tiles / 132 * wave_tile + one_hand_over)
 
 
 def test_fast_division_is_exact_for_every_32_bit_dividend():

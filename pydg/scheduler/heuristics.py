@@ -77,14 +77,18 @@ MULTICAST_MIN_ROWS = 512
 SINGLE_INNER_AXIS = "m"
 # Stream-K (GemmPlan.stream_k) is an option the heuristic does not take: on the H100 it was slower on
 # every shape timed (scripts/ab_stream_k.py, sk_probe.py; bench/NOTES.md, 2026-12-06). Its model, for
-# the plans it is asked about: a tile split between two CTAs costs the sender's store and the owner's
-# load of an FP32 tile through L2, at about this rate per SM, and one more pipeline restart.
+# the plans it is asked about: a tile split among CTAs costs a sender's store and the owner's load of
+# each sender's FP32 tile through L2, at about this rate per SM, and one more pipeline restart.
 STREAM_K_BYTES_PER_S = 200e9
 # Split-K where a dense shape has fewer tiles than SMs (small M): every tile shared out by stream-K, so
 # all SMs work and each reads a part of K (with_split_k; scripts/ab_split_k.py times it). Off until that
 # A/B has run on a GPU (bench/NOTES.md, twentieth session): the model ranks these plans first for
-# 64 x 2112 x 7168 (5.3 us against 8.4) but has never been fitted to a split.
+# 64 x 2112 x 7168 (64x64 split four ways, 5.3 us against 8.4) but has never been fitted to a split.
 SPLIT_K = False
+# A split is ranked as if this fraction slower than the model says: where a shape's best unsplit plan
+# is bound by device memory (64 x 7168 x 16384, 64 x 4096 x 7168), the split ties with it and would win
+# the tie on less tile work, with no gain to show for its hand-overs. To fit once the A/B has run.
+SPLIT_K_MIN_GAIN = 0.1
 
 
 def max_stages(block_m: int, block_n: int, k: int, smem_limit: int = MAX_SMEM_BYTES,
@@ -136,7 +140,11 @@ def tiles_seconds(plan: GemmPlan) -> float:
     each CTA's equal share of the rest, plus one hand-over of a partial tile."""
     tile = tile_seconds(plan.block_m, plan.block_n, plan.k, plan.multicast)
     if plan.stream_k:
-        hand_over = 2 * plan.block_m * plan.block_n * 4 / STREAM_K_BYTES_PER_S + TILE_OVERHEAD_S
+        # The owner of a tile loads the partial of every CTA whose run of k-blocks ends in it: one
+        # where each CTA runs a tile's worth or more, more where tiles are split finer (split-K).
+        run = max(1, plan.stream_k_units // (plan.num_sms // plan.cluster_size))  # k-blocks per CTA
+        senders = ceil_div(plan.num_k_blocks, run)
+        hand_over = (1 + senders) * plan.block_m * plan.block_n * 4 / STREAM_K_BYTES_PER_S + TILE_OVERHEAD_S
         return plan.stream_k_first_tile // plan.num_sms * tile + plan.stream_k_tiles / plan.num_sms * tile + hand_over
     waves = ceil_div(max(plan.num_tiles, 1), plan.num_sms)
     return waves * tile
@@ -240,7 +248,13 @@ def _rank(plan: GemmPlan) -> tuple:
     # sharing B 716, none 713; 4096 x 2112 x 7168 at 128x176: 99.4, 100.5 and 101.4). Not in the
     # masked layout, whose pairs lost there (1 x 1024 x 7168 x 2048 at 256x128: 33.3 against 31.8 us).
     tie = plan.cluster_size if plan.mode == "masked" else l2_bytes_per_tile(plan)
-    return (round(estimate_seconds(plan) * 1e9), round(tiles_seconds(plan) * 1e9), -plan.block_m * plan.block_n, tie)
+    seconds = estimate_seconds(plan) / (1 - SPLIT_K_MIN_GAIN if is_split_k(plan) else 1)
+    return (round(seconds * 1e9), round(tiles_seconds(plan) * 1e9), -plan.block_m * plan.block_n, tie)
+
+
+def is_split_k(plan: GemmPlan) -> bool:
+    """Stream-K with fewer tiles than CTAs: every tile is shared out (with_split_k's plans)."""
+    return plan.stream_k and plan.num_tiles < plan.num_sms
 
 
 def fit_grid(plan: GemmPlan) -> GemmPlan:
