@@ -343,7 +343,20 @@ STREAM_K_VARIANTS = [_stream_k_variant(*args) for args in [
     (4096, 7168, 16384, 256, 128, "a"), (4096, 4096, 2048, 256, 128, "b"), (1000, 8192, 896, 256, 128, "none"),
     (4096, 2112, 3072, 128, 176, "b"), (777, 6144, 640, 128, 160, "none"), (1000, 4096, 16512, 128, 128, "a"),
     (3000, 2048, 128, 256, 128, "none"), (512, 4096, 4096, 64, 128, "none"), (64, 2112, 7168, 64, 64, "none"),
-    (128, 7168, 16384, 128, 128, "none"), (37, 2048, 7168, 64, 32, "none")]]
+    (128, 7168, 16384, 128, 128, "none"), (37, 2048, 7168, 64, 32, "none"), (128, 2112, 7168, 128, 64, "none"),
+    (37, 2048, 7168, 64, 80, "none"), (128, 2048, 7168, 128, 80, "none"), (300, 2112, 7168, 128, 144, "none"),
+    (300, 4096, 7168, 128, 160, "none")]]
+
+
+def test_the_split_ks_the_model_would_choose_are_among_the_compiled_variants(monkeypatch):
+    from pydg.scheduler import heuristics
+
+    monkeypatch.setattr(heuristics, "SPLIT_K", True)
+    compiled = {(p.block_m, p.block_n) for p in STREAM_K_VARIANTS}
+    chosen = [heuristics.choose_plan("dense", m, n, k, 1, 132) for m in (1, 37, 64, 128, 300)
+              for n, k in [(2112, 7168), (4096, 7168), (2048, 7168), (7168, 2048), (7168, 16384)]]
+    splits = [p for p in chosen if p.stream_k]
+    assert splits and all((p.block_m, p.block_n) in compiled for p in splits), [p.summary() for p in splits]
 
 
 @pytest.mark.parametrize("plan", STREAM_K_VARIANTS, ids=lambda p: f"{p.block_m}x{p.block_n}-{p.multicast}-k{p.k}")

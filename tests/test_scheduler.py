@@ -86,7 +86,8 @@ def _check_stream_k(plan: GemmPlan, walks):
 @pytest.mark.parametrize("m,n,k,num_sms", [(4096, 7168, 16384, 132), (4096, 32768, 512, 132), (1000, 2048, 2048, 131),
                                            (4096, 1024, 8192, 132), (3000, 2048, 128, 132), (4096, 3072, 768, 40),
                                            (2500, 7168, 1536, 132), (64, 2112, 7168, 132), (128, 7168, 16384, 132),
-                                           (37, 2048, 7168, 132)] + [(*s, 132) for s in _random_dense_shapes(4, 5)])
+                                           (37, 2048, 7168, 132), (300, 4096, 7168, 132), (128, 2048, 7168, 132)]
+                         + [(*s, 132) for s in _random_dense_shapes(4, 5)])
 def test_stream_k_walk_computes_each_k_block_once_and_hands_every_partial_to_its_owner(m, n, k, num_sms):
     """Every tile form with a partial last wave, shared out: pairs and single CTAs, fewer tiles than SMs
     (a tile split among many CTAs; with small M a split-K, scripts/ab_split_k.py), one k-block per tile,
@@ -95,7 +96,7 @@ def test_stream_k_walk_computes_each_k_block_once_and_hands_every_partial_to_its
     for plan in candidate_plans("dense", m, n, k, 1, num_sms):
         plan = replace(plan, overlap_promotion=False, output_in_stages=False)
         # The forms that matter (odd and even widths, 64-row tiles), not every width: a walk is slow in Python.
-        if not plan.allows_stream_k or plan.block_n not in (64, 112, 128, 176, 192) or plan.stream_k:
+        if not plan.allows_stream_k or plan.block_n not in (64, 80, 112, 128, 160, 176, 192) or plan.stream_k:
             continue
         _check_stream_k(replace(plan, stream_k=True), _walk(replace(plan, stream_k=True)))
         checked += 1

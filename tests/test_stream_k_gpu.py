@@ -84,6 +84,11 @@ DENSE = [
     (64, 2112, 7168, 64, 64, 1, "none", None),
     (128, 7168, 16384, 128, 128, 1, "none", None),
     (37, 2048, 7168, 64, 32, 1, "none", None),
+    # The splits the model picks with heuristics.SPLIT_K on (test_kernels checks they are compiled).
+    (128, 2112, 7168, 128, 64, 1, "none", None),
+    (37, 2048, 7168, 64, 80, 1, "none", None),
+    (300, 4096, 7168, 128, 160, 1, "none", None),
+    (300, 2112, 7168, 128, 144, 1, "none", None),
 ]
 
 
