@@ -10,19 +10,34 @@ import sys
 
 import torch
 
+from pydg.scheduler import heuristics
 from pydg.scheduler.heuristics import ranked_plans, with_split_k
 
 from ab_plans import parse_options, time_all  # noqa: E402  (scripts/ is on sys.path when run as a script)
 from plan_sweep import shape_of  # noqa: E402
 
 
+def model_split(mode: str, m: int, n: int, k: int, groups: int, num_sms: int, expected) -> object:
+    """The plan the heuristic would choose with heuristics.SPLIT_K on."""
+    saved = heuristics.SPLIT_K
+    heuristics.SPLIT_K = True
+    try:
+        return heuristics.choose_plan(mode, m, n, k, groups, num_sms, expected_m=expected)
+    finally:
+        heuristics.SPLIT_K = saved
+
+
 def split_plans(spec: str, widths: list[int]) -> list:
-    """The chosen plan, then each single-CTA tile of the given widths (and the chosen width) shared out
-    over all SMs, where it has fewer tiles than SMs (so the grid keeps every SM busy)."""
+    """The chosen plan, the model's pick with SPLIT_K on, then each single-CTA tile of the given widths
+    (and the chosen width) shared out over all SMs, where it has fewer tiles than SMs (so the grid keeps
+    every SM busy)."""
     mode, (m, n, k, groups, expected) = shape_of(spec)
     num_sms = torch.cuda.get_device_properties(0).multi_processor_count
     ranked = ranked_plans(mode, m, n, k, groups, num_sms, expected_m=expected)
     plans = [ranked[0]]
+    pick = model_split(mode, m, n, k, groups, num_sms, expected)
+    if pick != ranked[0]:
+        plans.append(pick)
     for block_m in (64, 128):
         if block_m > 64 and m <= 64:
             continue
@@ -32,7 +47,7 @@ def split_plans(spec: str, widths: list[int]) -> list:
             if base is None:
                 continue
             shared = with_split_k(base, num_sms)
-            if shared is not None:
+            if shared is not None and shared not in plans:
                 plans.append(shared)
     return plans
 

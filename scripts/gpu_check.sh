@@ -26,7 +26,7 @@
 # pending: the same-run A/Bs that wait on a GPU (bench/NOTES.md, newest entry), into $OUT/pending.log:
 # the output staged or not on the shapes whose plan 4f65324 changed, the tile walk's band width on the
 # contiguous shapes, and stream-K's share-out as a split-K on the small-M shapes (scripts/ab_split_k.py);
-# at most 360 s (about 230); no DeepGEMM needed, but with .anchor carried its build runs first (about
+# at most 380 s (about 240); no DeepGEMM needed, but with .anchor carried its build runs first (about
 # 120 s, before any timing), and a bench call on the same warm machine then skips it.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
 # (about 300 s, DeepGEMM's build included) do not fit together; `bench` + `sweep` do, `tests` + `extras`
@@ -160,8 +160,8 @@ if [ "$what" = pending ]; then
     fi
     if [[ $parts == *" splitk "* ]]; then
       echo "== split-K for small M"
-      timeout 130 python3 scripts/ab_split_k.py --iters 20 --widths 32,64,128,176 64,2112,7168 128,2112,7168 64,4096,7168 \
-        128,4096,7168 64,7168,2048 64,7168,16384 128,7168,16384
+      timeout 150 python3 scripts/ab_split_k.py --iters 20 --widths 32,64,128 64,2112,7168 128,2112,7168 64,4096,7168 \
+        128,4096,7168 64,7168,2048 64,7168,16384 128,7168,16384 37,2048,7168 300,4096,7168 300,2112,7168
     fi ) > "$OUT/pending.log" 2>&1
   grep -v " check " "$OUT/pending.log"
   exit 0
