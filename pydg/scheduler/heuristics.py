@@ -85,9 +85,10 @@ STREAM_K_BYTES_PER_S = 200e9
 # A/B has run on a GPU (bench/NOTES.md, twentieth session): the model ranks these plans first for
 # 64 x 2112 x 7168 (64x64 split four ways, 5.3 us against 8.4) but has never been fitted to a split.
 SPLIT_K = False
-# A split is ranked as if this fraction slower than the model says: where a shape's best unsplit plan
-# is bound by device memory (64 x 7168 x 16384, 64 x 4096 x 7168), the split ties with it and would win
-# the tie on less tile work, with no gain to show for its hand-overs. To fit once the A/B has run.
+# A split is chosen only where the model predicts it at least this fraction faster than the best
+# unsplit plan: where that plan is bound by device memory (64 x 7168 x 16384, 64 x 4096 x 7168), a split
+# ties with it and would win the tie on less tile work, with no gain to show for its hand-overs. To fit
+# once the A/B has run.
 SPLIT_K_MIN_GAIN = 0.1
 
 
@@ -137,7 +138,7 @@ def tile_seconds(block_m: int, block_n: int, k: int, multicast: str) -> float:
 
 def tiles_seconds(plan: GemmPlan) -> float:
     """The SMs' time: whole waves of tiles; with stream-K, the whole waves before the share-out and
-    each CTA's equal share of the rest, plus one hand-over of a partial tile."""
+    each CTA's equal share of the rest, plus the hand-overs of partial tiles."""
     tile = tile_seconds(plan.block_m, plan.block_n, plan.k, plan.multicast)
     if plan.stream_k:
         # The owner of a tile loads the partial of every CTA whose run of k-blocks ends in it: one
