@@ -20,7 +20,7 @@ from dataclasses import replace
 import torch
 
 from pydg.kernels.fp8_gemm import GemmLauncher
-from pydg.scheduler.heuristics import ranked_plans
+from pydg.scheduler.heuristics import estimate_seconds, ranked_plans
 from pydg.kernels.source import compile_plan
 
 from plan_sweep import (alternate, toggled_early, toggled_inner, toggled_output, toggled_prefetch,  # noqa: E402
@@ -74,22 +74,25 @@ def precompile(plans) -> None:
         list(pool.map(compile_plan, plans))
 
 
-def compare(spec: str, iters: int, plans) -> None:
+def compare(spec: str, iters: int, plans) -> list[float]:
+    """The plans' median times in us, printed beside the heuristic's estimate of each."""
     mode, (m, n, k, groups, expected), arrays, reference, ops, pointers, stream = with_reference(spec)
     runs = [GemmLauncher(plan, ops, 0) for plan in plans]
     labels = [f"{spec} check | {plan.summary()}" for plan in plans]
     medians = alternate(runs, labels, arrays[4], reference, pointers, stream, iters)
     flops = 2 * (groups * m if mode == "masked" else m) * n * k
     for plan, us in zip(plans, medians):
-        print(f"{spec} {us:8.1f} us {flops / us / 1e6:7.0f} TFLOPS ({us / medians[0]:.3f}x chosen) | {plan.summary()}")
+        print(f"{spec} {us:8.1f} us {flops / us / 1e6:7.0f} TFLOPS ({us / medians[0]:.3f}x chosen, "
+              f"model {estimate_seconds(plan) * 1e6:.1f} us) | {plan.summary()}")
     print(flush=True)
+    return medians
 
 
-def time_all(plans: dict, iters: int) -> None:
-    """Each shape's plans (SHAPE -> plans, the chosen first) compiled, then timed side by side."""
+def time_all(plans: dict, iters: int) -> dict[str, list[float]]:
+    """Each shape's plans (SHAPE -> plans, the chosen first) compiled, then timed side by side; the
+    medians (SHAPE -> us, in the plans' order)."""
     precompile([plan for shape_plans in plans.values() for plan in shape_plans])
-    for spec, shape_plans in plans.items():
-        compare(spec, iters, shape_plans)
+    return {spec: compare(spec, iters, shape_plans) for spec, shape_plans in plans.items()}
 
 
 def parse_options(args: list[str], defaults: dict[str, str]) -> dict[str, str]:

@@ -27,6 +27,26 @@ def model_split(mode: str, m: int, n: int, k: int, groups: int, num_sms: int, ex
         heuristics.SPLIT_K = saved
 
 
+def print_fit(spec: str, plans: list, medians: list[float]) -> None:
+    """For each stream-K plan timed: the hand-over time its measurement implies and the
+    STREAM_K_BYTES_PER_S that would give the model that hand-over. The implied hand-over is the measured
+    time less the model's tile work without hand-over, scaled by measured / model of the chosen
+    (unsplit) plan, so that the tile model's own error does not land in the fit."""
+    chosen = plans[0]
+    scale = 1.0 if chosen.stream_k else medians[0] * 1e-6 / heuristics.estimate_seconds(chosen)
+    print(f"{spec} fit | the chosen plan ran {scale:.2f}x the model's time")
+    for plan, us in zip(plans, medians):
+        if not plan.stream_k:
+            continue
+        hand_over = heuristics.hand_over_seconds(plan)
+        moved = (hand_over - heuristics.TILE_OVERHEAD_S) * heuristics.STREAM_K_BYTES_PER_S  # bytes per CTA
+        implied = us * 1e-6 - scale * (heuristics.tiles_seconds(plan) - hand_over)
+        paid = implied - heuristics.TILE_OVERHEAD_S
+        rate = f"{moved / paid / 1e9:.0f} GB/s" if paid > 0 else "none (no slower than its scaled tile work)"
+        print(f"{spec} fit | {plan.summary()}: model hand-over {hand_over * 1e6:.1f} us, measured implies "
+              f"{implied * 1e6:.1f} us: STREAM_K_BYTES_PER_S {rate}")
+
+
 def split_plans(spec: str, widths: list[int]) -> list:
     """The chosen plan, the model's pick with SPLIT_K on, then each single-CTA tile of the given widths
     (and the chosen width) shared out over all SMs, where it has fewer tiles than SMs (so the grid keeps
@@ -56,4 +76,6 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     options = parse_options(args, {"--iters": "30", "--widths": "32,64,96,128"})
     widths = [int(w) for w in options["--widths"].split(",")]
-    time_all({arg: split_plans(arg, widths) for arg in args}, int(options["--iters"]))
+    plans = {arg: split_plans(arg, widths) for arg in args}
+    for spec, medians in time_all(plans, int(options["--iters"])).items():
+        print_fit(spec, plans[spec], medians)

@@ -141,14 +141,19 @@ def tiles_seconds(plan: GemmPlan) -> float:
     each CTA's equal share of the rest, plus the hand-overs of partial tiles."""
     tile = tile_seconds(plan.block_m, plan.block_n, plan.k, plan.multicast)
     if plan.stream_k:
-        # The owner of a tile loads the partial of every CTA whose run of k-blocks ends in it: one
-        # where each CTA runs a tile's worth or more, more where tiles are split finer (split-K).
-        run = max(1, plan.stream_k_units // (plan.num_sms // plan.cluster_size))  # k-blocks per CTA
-        senders = ceil_div(plan.num_k_blocks, run)
-        hand_over = (1 + senders) * plan.block_m * plan.block_n * 4 / STREAM_K_BYTES_PER_S + TILE_OVERHEAD_S
-        return plan.stream_k_first_tile // plan.num_sms * tile + plan.stream_k_tiles / plan.num_sms * tile + hand_over
+        return (plan.stream_k_first_tile // plan.num_sms * tile + plan.stream_k_tiles / plan.num_sms * tile
+                + hand_over_seconds(plan))
     waves = ceil_div(max(plan.num_tiles, 1), plan.num_sms)
     return waves * tile
+
+
+def hand_over_seconds(plan: GemmPlan) -> float:
+    """A stream-K plan's cost of passing partial tiles on (scripts/ab_split_k.py fits it). The owner of
+    a tile loads the partial of every CTA whose run of k-blocks ends in it: one where each CTA runs a
+    tile's worth or more, more where tiles are split finer (split-K)."""
+    run = max(1, plan.stream_k_units // (plan.num_sms // plan.cluster_size))  # k-blocks per CTA
+    senders = ceil_div(plan.num_k_blocks, run)
+    return (1 + senders) * plan.block_m * plan.block_n * 4 / STREAM_K_BYTES_PER_S + TILE_OVERHEAD_S
 
 
 def estimate_seconds(plan: GemmPlan) -> float:
