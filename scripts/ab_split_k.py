@@ -39,10 +39,9 @@ def print_fit(spec: str, plans: list, medians: list[float]) -> None:
         if not plan.stream_k:
             continue
         hand_over = heuristics.hand_over_seconds(plan)
-        moved = (hand_over - heuristics.TILE_OVERHEAD_S) * heuristics.STREAM_K_BYTES_PER_S  # bytes per CTA
         implied = us * 1e-6 - scale * (heuristics.tiles_seconds(plan) - hand_over)
         paid = implied - heuristics.TILE_OVERHEAD_S
-        rate = f"{moved / paid / 1e9:.0f} GB/s" if paid > 0 else "none (no slower than its scaled tile work)"
+        rate = f"{heuristics.hand_over_bytes(plan) / paid / 1e9:.0f} GB/s" if paid > 0 else "none (no slower than its scaled tile work)"
         print(f"{spec} fit | {plan.summary()}: model hand-over {hand_over * 1e6:.1f} us, measured implies "
               f"{implied * 1e6:.1f} us: STREAM_K_BYTES_PER_S {rate}")
 

@@ -173,6 +173,7 @@ def test_split_k_model_counts_a_hand_over_per_sender():
     split = heuristics.with_split_k(whole, 132)
     partial = 64 * 64 * 4 / heuristics.STREAM_K_BYTES_PER_S
     tile = heuristics.tile_seconds(64, 64, 7168, "none")
+    assert heuristics.hand_over_bytes(split) == 5 * 64 * 64 * 4
     assert heuristics.hand_over_seconds(split) == pytest.approx(5 * partial + heuristics.TILE_OVERHEAD_S)
     assert heuristics.tiles_seconds(split) == pytest.approx(33 / 132 * tile + 5 * partial + heuristics.TILE_OVERHEAD_S)
     wave = heuristics.with_stream_k(choose_plan("dense", 4096, 7168, 2048, 1, 132))

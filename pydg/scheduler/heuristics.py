@@ -147,13 +147,18 @@ def tiles_seconds(plan: GemmPlan) -> float:
     return waves * tile
 
 
-def hand_over_seconds(plan: GemmPlan) -> float:
-    """A stream-K plan's cost of passing partial tiles on (scripts/ab_split_k.py fits it). The owner of
-    a tile loads the partial of every CTA whose run of k-blocks ends in it: one where each CTA runs a
-    tile's worth or more, more where tiles are split finer (split-K)."""
+def hand_over_bytes(plan: GemmPlan) -> int:
+    """The FP32 partials one split tile passes on in a stream-K plan: the owner loads the partial of
+    every CTA whose run of k-blocks ends in its tile (one where each CTA runs a tile's worth or more,
+    more where tiles are split finer, as in a split-K), and one more tile's worth is stored."""
     run = max(1, plan.stream_k_units // (plan.num_sms // plan.cluster_size))  # k-blocks per CTA
     senders = ceil_div(plan.num_k_blocks, run)
-    return (1 + senders) * plan.block_m * plan.block_n * 4 / STREAM_K_BYTES_PER_S + TILE_OVERHEAD_S
+    return (1 + senders) * plan.block_m * plan.block_n * 4
+
+
+def hand_over_seconds(plan: GemmPlan) -> float:
+    """A stream-K plan's cost of passing partial tiles on (scripts/ab_split_k.py fits the rate)."""
+    return hand_over_bytes(plan) / STREAM_K_BYTES_PER_S + TILE_OVERHEAD_S
 
 
 def estimate_seconds(plan: GemmPlan) -> float:
