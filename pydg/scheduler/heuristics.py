@@ -78,17 +78,21 @@ SINGLE_INNER_AXIS = "m"
 # Stream-K (GemmPlan.stream_k) is an option the heuristic does not take: on the H100 it was slower on
 # every shape timed (scripts/ab_stream_k.py, sk_probe.py; bench/NOTES.md, 2026-12-06). Its model, for
 # the plans it is asked about: a tile split among CTAs costs a sender's store and the owner's load of
-# each sender's FP32 tile through L2, at about this rate per SM, and one more pipeline restart.
-STREAM_K_BYTES_PER_S = 200e9
+# each sender's FP32 tile through L2, at about this rate per SM, and one more pipeline restart. The rate is
+# the median of what 39 split plans on 10 small-M shapes implied on the H100 (2 to 41 GB/s; bench/results/
+# h100_2026-12-07_splitk_2df89bd.log): the owner waits on its senders, so a hand-over costs far more than
+# the bytes at L2's speed (200 GB/s was assumed before).
+STREAM_K_BYTES_PER_S = 10e9
 # Split-K where a dense shape has fewer tiles than SMs (small M): every tile shared out by stream-K, so
-# all SMs work and each reads a part of K (with_split_k; scripts/ab_split_k.py times it). Off until that
-# A/B has run on a GPU (bench/NOTES.md, twentieth session): the model ranks these plans first for
-# 64 x 2112 x 7168 (64x64 split four ways, 5.3 us against 8.4) but has never been fitted to a split.
+# all SMs work and each reads a part of K (with_split_k; scripts/ab_split_k.py times it). Off: on the H100
+# (2026-12-07) every split was slower than the unsplit plan chosen, on all 10 small-M shapes timed, by
+# 1.05x (64 x 7168 x 16384) to 1.9x; the best split of 64 x 2112 x 7168 ran 15.8 us against 13.7.
+# With the fitted rate above, the model no longer ranks a split first either.
 SPLIT_K = False
 # A split is chosen only where the model predicts it at least this fraction faster than the best
 # unsplit plan: where that plan is bound by device memory (64 x 7168 x 16384, 64 x 4096 x 7168), a split
-# ties with it and would win the tie on less tile work, with no gain to show for its hand-overs. To fit
-# once the A/B has run.
+# ties with it and would win the tie on less tile work, with no gain to show for its hand-overs. Not yet
+# fitted: no split has won on a GPU.
 SPLIT_K_MIN_GAIN = 0.1
 
 
