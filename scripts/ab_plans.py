@@ -7,10 +7,11 @@ many stages as then fit: plan_sweep.toggled_output). --toggle inner: the tile wa
 axis (plans without multicast: plan_sweep.toggled_inner). --toggle early: the next tile's first wgmma
 issued before the epilogue's stores or not (GemmPlan.early_start: plan_sweep.toggled_early).
 --toggle prefetchD: B prefetched into L2 D k-blocks ahead or not (GemmPlan.prefetch_b).
+--toggle pairA: a single-CTA plan in cluster pairs multicasting A (plan_sweep.toggled_pair_a).
 --toggle bandW: the tile walk in bands of W blocks of its inner axis instead of the plan's (GemmPlan.band).
 Several toggles, comma-separated, time each toggled plan beside the chosen one in one alternation (no
 stand-in candidate there); "+" joins toggles into one: --toggle early,prefetch4,early+prefetch4.
-usage: python scripts/ab_plans.py [--iters N] [--toggle output|inner|early|prefetchD|bandW[+...][,...]] SHAPE [SHAPE ...]
+usage: python scripts/ab_plans.py [--iters N] [--toggle output|inner|early|pairA|prefetchD|bandW[+...][,...]] SHAPE [SHAPE ...]
 (SHAPE as in scripts/plan_sweep.py)"""
 import concurrent.futures
 import os
@@ -23,10 +24,10 @@ from pydg.kernels.fp8_gemm import GemmLauncher
 from pydg.scheduler.heuristics import estimate_seconds, ranked_plans
 from pydg.kernels.source import compile_plan
 
-from plan_sweep import (alternate, toggled_early, toggled_inner, toggled_output, toggled_prefetch,  # noqa: E402
+from plan_sweep import (alternate, toggled_early, toggled_inner, toggled_output, toggled_pair_a, toggled_prefetch,  # noqa: E402
                         shape_of, with_reference)  # (scripts/ is on sys.path when run as a script)
 
-TOGGLES = {"output": toggled_output, "inner": toggled_inner, "early": toggled_early}
+TOGGLES = {"output": toggled_output, "inner": toggled_inner, "early": toggled_early, "pairA": toggled_pair_a}
 
 
 def toggle_of(name: str):

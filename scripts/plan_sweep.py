@@ -141,6 +141,16 @@ def toggled_inner(plan):
     return replace(plan, inner_axis="m" if plan.inner_axis == "n" else "n")
 
 
+def toggled_pair_a(plan):
+    """A single-CTA plan run in cluster pairs that span N and multicast A (MULTICAST_MIN_ROWS keeps
+    small M out of pairs); None where the plan is paired already or its column blocks are odd."""
+    if plan.cluster_size != 1 or plan.num_n_blocks % 2 or plan.stream_k:
+        return None
+    paired = replace(plan, cluster_size=2, multicast="a", inner_axis="n", num_sms=plan.num_sms + plan.num_sms % 2)
+    paired.validate()
+    return paired
+
+
 def sweep(spec: str, every=False, plain=False, in_stages=False, inner=False):
     mode, (m, n, k, groups, expected), arrays, reference, ops, pointers, stream = with_reference(spec)
     out = arrays[4]
