@@ -65,6 +65,9 @@ BAND = 16
 # CTAs walking m inner (SINGLE_INNER_AXIS; scripts/ab_plans.py, 2026-11-23): 20.4 against 21.1 us,
 # 56.2 against 56.9; 128 x 7168 x 2048 13.6 against 14.0; 1000 x 2048 x 7168 (128x128) 27.2 against
 # 28.9 and x 2048 12.0 against 12.7. Pairs therefore need a full wave.
+# Pairs sharing A on the one-wave small-M shapes (scripts/ab_plans.py --toggle pairA, H100, 2026-12-07)
+# ran 0.988-1.003x the time at M = 64 x 7168 x 16384 / 2048 and x 24576 x 1536, 1.03-1.11x elsewhere:
+# halving A's L2 reads is not what these shapes wait on.
 MULTICAST_MIN_ROWS = 512
 # Single CTAs walk their tiles m inner, as DeepGEMM's do: the CTAs that read the same tile of B (the
 # operand streamed from device memory when M is small) then have consecutive indices and run side by
