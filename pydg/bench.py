@@ -5,7 +5,9 @@ The method is the anchor's (shared/anchor/anchor_bench.py), so figures compare w
   a pydg result over calc_diff 1e-5 is reported as WRONG and never counted as a speed;
 - the headline is kernel time from the torch profiler, the mean over `--iters` calls, each call
   preceded by a 256 MB write that flushes the L2 (the flush's own kernel is not counted);
-- beside it, CUDA-event time of each call (events around the call, after the flush), the median.
+- beside it, CUDA-event time of each call (events around the call, after the flush), the median;
+  and the median of the kernel times (`us_median`): a mean more than 5% above it is named as an
+  outlier at the end of the run, for re-timing (one slow call moves the anchor's mean).
 pydg is charged for every kernel its call launches. cuBLAS and DeepGEMM are charged as the anchor
 charges them (elementwise/fill kernels left out; DeepGEMM's "gemm" kernels only), which can only
 favour them. Speedups are other_us / pydg_us: above 1 means pydg is faster.
@@ -57,6 +59,8 @@ MASKED_SHAPES = ((1, 1024, 4096, 7168), (1, 1024, 7168, 2048), (2, 512, 4096, 71
                  (4, 256, 4096, 7168), (4, 256, 7168, 2048))
 # Host overhead: a GEMM whose kernel is ~2 us (the host is the limit) and a typical decode layer.
 HOST_SHAPES = ((1, 256, 128), (128, 7168, 2048))
+# A mean of kernel times this much above their median is named as an outlier (Bench.outliers).
+OUTLIER_SKEW = 0.05
 MASKED_TARGET = 0.9  # CONTRACT: masked grouped GEMMs within 10% of the dense kernel at the same total M
 
 
@@ -86,6 +90,14 @@ def speedup(pydg_us: float | None, other_us: float | None) -> float | None:
     if not pydg_us or not other_us:
         return None
     return other_us / pydg_us
+
+
+def outlier_skew(mean_us: float, median_us: float | None) -> float | None:
+    """How far a mean over calls sits above their median, where that is more than OUTLIER_SKEW (one
+    slow call among the timed ones; seen at 12% on a 52 us kernel); None where it is not."""
+    if not median_us or mean_us <= median_us * (1 + OUTLIER_SKEW):
+        return None
+    return mean_us / median_us - 1
 
 
 def geomean(values: Iterable[float | None]) -> float | None:
@@ -232,7 +244,7 @@ def collect_metadata(torch: Any, deep_gemm: Any, deep_gemm_error: str | None, ar
         "argv": list(argv),
         # PYDG_* settings of the run (PYDG_AUTOTUNE changes the plans).
         "switches": {name: value for name, value in sorted(os.environ.items()) if name.startswith("PYDG_")},
-        "method": {"timing": "torch profiler kernel time, mean; CUDA-event time per call, median",
+        "method": {"timing": "torch profiler kernel time, mean (us) and median (us_median); CUDA-event time per call, median",
                    "l2_flush_bytes": FLUSH_BYTES, "pydg_diff_limit": DIFF_LIMIT,
                    "reference_diff_limit": REFERENCE_LIMIT, "speedup": "other_us / pydg_us"},
     }
@@ -242,12 +254,22 @@ def collect_metadata(torch: Any, deep_gemm: Any, deep_gemm_error: str | None, ar
 
 @dataclass
 class KernelTimes:
-    """Device time per call of each kernel a measured function launched, microseconds."""
+    """Device time per call of each kernel a measured function launched, microseconds: the mean over
+    the calls (the anchor's measure) and the median (one slow call moves the mean, not the median)."""
 
     per_call_us: dict[str, float]
+    median_us: dict[str, float] = field(default_factory=dict)
 
-    def total_us(self, excluded: Sequence[str] = (), only: Sequence[str] | None = None) -> float:
-        return sum(us for name, us in self.per_call_us.items()
+    @classmethod
+    def from_durations(cls, durations_us: dict[str, list[float]], calls: int) -> KernelTimes:
+        """From each kernel's durations over `calls` calls; a kernel launched n times per call counts
+        n times its median launch."""
+        return cls({name: sum(d) / calls for name, d in durations_us.items()},
+                   {name: statistics.median(d) * len(d) / calls for name, d in durations_us.items()})
+
+    def total_us(self, excluded: Sequence[str] = (), only: Sequence[str] | None = None, median: bool = False) -> float:
+        times = self.median_us if median else self.per_call_us
+        return sum(us for name, us in times.items()
                    if not any(e in name for e in excluded) and (only is None or any(o in name for o in only)))
 
     def rounded(self) -> dict[str, float]:
@@ -281,16 +303,17 @@ class Timer:
                     self.flush()
                 fn()
             torch.cuda.synchronize()
-        totals: dict[str, float] = defaultdict(float)
+        durations: dict[str, list[float]] = defaultdict(list)
         for event in prof.events():
             if event.device_type == torch.autograd.DeviceType.CUDA:
-                totals[event.name] += _device_time_us(event) / iters
-        return KernelTimes(dict(totals))
+                durations[event.name].append(_device_time_us(event))
+        return KernelTimes.from_durations(durations, iters)
 
     def kernels(self, fn: Callable[[], Any], iters: int) -> KernelTimes:
         """Every kernel of `fn` per call, the flush's kernels removed."""
         times = self._profile(fn, iters, flush=True)
-        return KernelTimes({k: v for k, v in times.per_call_us.items() if k not in self.flush_kernels})
+        return KernelTimes({k: v for k, v in times.per_call_us.items() if k not in self.flush_kernels},
+                           {k: v for k, v in times.median_us.items() if k not in self.flush_kernels})
 
     def event_us(self, fn: Callable[[], Any], iters: int) -> float:
         """Median over calls of the time between CUDA events recorded just before and after the call."""
@@ -420,6 +443,7 @@ class Bench:
     deadline: float | None
     cublas_variant: int = 0  # the blockwise variant that worked last: tried first next time
     pydg_failures: list[str] = field(default_factory=list)
+    outliers: list[str] = field(default_factory=list)  # means a slow call moved (outlier_skew)
     extra_shapes: list[tuple[int, int, int]] | None = None  # --shapes: the 'shapes' section's list
 
     def out_of_time(self) -> bool:
@@ -444,9 +468,12 @@ class Bench:
                 kernels = self.timer.kernels(fn, iters)
                 excluded = () if impl.startswith("pydg") else ANCHOR_EXCLUDED
                 record.update(ok=True, us=kernels.total_us(excluded, only), us_all_kernels=kernels.total_us(),
+                              us_median=kernels.total_us(excluded, only, median=True),
                               us_event=self.timer.event_us(fn, iters), iters=iters, kernels=kernels.rounded())
                 if record["us"] <= 0:
                     record.update(ok=False, error="no kernel time recorded (profiler saw no matching kernel)")
+                elif outlier_skew(record["us"], record["us_median"]) is not None:
+                    self._announce_outlier(label, impl, record)
         except Exception as err:  # one failed measurement must not end the run
             record["error"] = describe_error(err)
             record["traceback"] = "".join(traceback.format_exception(type(err), err, err.__traceback__)[-6:])
@@ -457,6 +484,14 @@ class Bench:
         if not record["ok"]:
             self._announce_failure(label, impl, record["error"])
         return record
+
+    def _announce_outlier(self, label: str, impl: str, record: dict[str, Any]) -> None:
+        # Kept as measured (the anchor's mean), but named, so that a run's one slow call is re-timed
+        # before anyone reads a trend into it.
+        line = (f"{label} {impl}: mean {record['us']:.1f} us, {outlier_skew(record['us'], record['us_median']):.0%} "
+                f"above the median {record['us_median']:.1f} us")
+        self.outliers.append(line)
+        print(f"  ~ {line}: a slow call moved the mean; re-time this shape", flush=True)
 
     def _announce_failure(self, label: str, impl: str, error: str) -> None:
         if impl.startswith("pydg"):
@@ -1118,12 +1153,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.report.data["summary"][f"{section}_seconds"] = round(time.monotonic() - started, 1)
         bench.report.save()
     bench.report.data["summary"]["pydg_failures"] = bench.pydg_failures
+    bench.report.data["summary"]["outliers"] = bench.outliers
     bench.report.save()
     if args.plot:
         try:
             plot_dense(bench.report.records, args.plot)
         except Exception as err:  # a plot is a convenience: never fail the run for it
             print(f"plot failed: {describe_error(err)}")
+    if bench.outliers:
+        print(f"\n~ {len(bench.outliers)} means moved by a slow call (headline kept as measured; re-time these):")
+        for line in bench.outliers:
+            print(f"~   {line}")
     if bench.pydg_failures:
         print(f"\n!! {len(bench.pydg_failures)} pydg measurements FAILED (wrong result or error):")
         for line in bench.pydg_failures:

@@ -237,7 +237,7 @@ if [ "$tests_status" != skipped ]; then
 fi
 if [ "$bench_status" != skipped ]; then
   echo "bench (exit $bench_status):"
-  grep -E '^(geomean|grouped: masked|dense: pydg|shapes: pydg|!! [0-9]+ pydg)' "$OUT/bench.log" | sed 's/^/  /'
+  grep -E '^(geomean|grouped: masked|dense: pydg|shapes: pydg|!! [0-9]+ pydg|~ [0-9]+ means)' "$OUT/bench.log" | sed 's/^/  /'
 fi
 for status in "$tests_status" "$bench_status"; do
   [ "$status" = skipped ] || [ "$status" = 0 ] || exit 1

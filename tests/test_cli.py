@@ -189,6 +189,71 @@ def test_flops_and_rates():
     assert bench.gemm_bytes(1024, 4096, 7168, num_weights=4) == 1024 * 7168 + 4 * 4096 * 7168 + 2 * 1024 * 4096
 
 
+def test_kernel_times_keep_the_median_beside_the_mean():
+    # Ten calls of one GEMM kernel, one of them slow (as 64 x 7168 x 16384 was once: 58.0 us mean
+    # against 51.6 us re-timed), and a helper kernel launched twice per call.
+    gemm = [51.6] * 9 + [116.0]
+    times = bench.KernelTimes.from_durations({"gemm": gemm, "helper": [1.0, 3.0] * 10}, calls=10)
+    assert times.per_call_us["gemm"] == pytest.approx(58.04)
+    assert times.median_us["gemm"] == pytest.approx(51.6)
+    assert times.per_call_us["helper"] == pytest.approx(4.0) and times.median_us["helper"] == pytest.approx(4.0)
+    assert times.total_us() == pytest.approx(62.04)
+    assert times.total_us(median=True) == pytest.approx(55.6)
+    assert times.total_us(("helper",), median=True) == pytest.approx(51.6)
+    assert times.total_us(only=("helper",), median=True) == pytest.approx(4.0)
+
+
+def test_outlier_skew_names_only_a_mean_well_above_its_median():
+    assert bench.outlier_skew(58.04, 51.6) == pytest.approx(0.1248, rel=1e-3)
+    assert bench.outlier_skew(51.7, 51.6) is None  # jitter
+    assert bench.outlier_skew(51.6 * (1 + bench.OUTLIER_SKEW), 51.6) is None
+    assert bench.outlier_skew(50.0, 51.6) is None  # a mean below the median is no slow call
+    assert bench.outlier_skew(10.0, None) is None and bench.outlier_skew(10.0, 0.0) is None
+
+
+def test_timer_profiles_each_call_and_drops_the_flush():
+    """Timer.kernels over a fake torch profiler: the flush's kernel is dropped, and the GEMM's mean
+    and median per call come from its own launches."""
+    from types import SimpleNamespace
+
+    cuda = object()
+    recording: list = []  # the open profile's events; None outside a profile
+
+    def launch(name, us):
+        if recording is not None:
+            recording.append(SimpleNamespace(name=name, device_type=cuda, device_time=us))
+
+    class Profile:
+        def __init__(self, activities):
+            self.recorded = []
+
+        def __enter__(self):
+            nonlocal recording
+            recording = self.recorded
+            return self
+
+        def __exit__(self, *exc):
+            nonlocal recording
+            recording = None
+            return False
+
+        def events(self):
+            return self.recorded
+
+    torch = SimpleNamespace(
+        empty=lambda *a, **k: SimpleNamespace(zero_=lambda: launch("flush_kernel", 20.0)), int32=None,
+        cuda=SimpleNamespace(synchronize=lambda: None),
+        autograd=SimpleNamespace(DeviceType=SimpleNamespace(CUDA=cuda)),
+        profiler=SimpleNamespace(profile=Profile, ProfilerActivity=SimpleNamespace(CUDA=None)))
+    recording = None
+    timer = bench.Timer(torch)
+    assert timer.flush_kernels == {"flush_kernel"}
+    gemm_us = iter([10.0, 10.0, 10.0, 10.0, 30.0])  # the warm-up call, then four timed ones
+    times = timer.kernels(lambda: launch("gemm", next(gemm_us)), iters=4)
+    assert set(times.per_call_us) == {"gemm"}
+    assert times.total_us() == pytest.approx(15.0) and times.total_us(median=True) == pytest.approx(10.0)
+
+
 def test_speedup_and_geomean():
     assert bench.speedup(10.0, 15.0) == 1.5  # pydg 10 us, other 15 us: pydg 1.5x as fast
     assert bench.speedup(None, 15.0) is None and bench.speedup(10.0, None) is None
