@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one script for a device call, from the repo root (carry .anchor to compare with DeepGEMM):
-#   bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options|streamk|pending] [extra bench args, e.g. --what dense,host --iters 10]
+#   bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options|variants|streamk|pending] [extra bench args, e.g. --what dense,host --iters 10]
 # Name the commit that runs (the device's .git is the session's first): PYDG_GIT_COMMIT=<hash> bash ...
 # extras: what the issues measure beside the suite and the GEMM benchmark, into $OUT/extras.log:
 # compute-sanitizer (memcheck, synccheck, racecheck), the cast kernels' bandwidth (scripts/bench_cast.py),
@@ -20,6 +20,8 @@
 # list, then each kernel change waiting in variants/ (NAME.patch, applied with git apply to a copy of
 # pydg/kernels) against the package's sources (scripts/ab_kernels.py; at most PYDG_VARIANT_S, 110 s,
 # each), into $OUT/options.log.
+# variants: only the A/B of each patch waiting in variants/ (as options ends with), on the shapes given or
+# VARIANT_SHAPES, into $OUT/variants.log: about 60-110 s a patch.
 # streamk: stream-K's GPU tests (tests/test_stream_k_gpu.py, at most PYDG_TEST_S, 200 s; a lost partial
 # hangs the owner) and, if they pass, scripts/ab_stream_k.py on the shapes given or the default list (at
 # most PYDG_AB_S, 240 s), into $OUT/streamk.log.
@@ -40,8 +42,8 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 [ $# -gt 0 ] && shift
 case $what in
-  tests|bench|all|extras|sweep|profile|options|streamk|pending) ;;
-  *) echo "usage: bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options|streamk|pending] [extra bench args]" >&2; exit 2 ;;
+  tests|bench|all|extras|sweep|profile|options|variants|streamk|pending) ;;
+  *) echo "usage: bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options|variants|streamk|pending] [extra bench args]" >&2; exit 2 ;;
 esac
 
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYDG_CACHE_DIR=/tmp/pydg-cache
@@ -97,6 +99,29 @@ if [ "$what" = sweep ]; then
   exit $sweep_status
 fi
 
+# Each kernel change waiting under variants/ (a patch to a copy of pydg/kernels) against the package's
+# sources, on the shapes given (default VARIANT_SHAPES), at most PYDG_VARIANT_S (110 s) each.
+VARIANT_SHAPES=(4096,7168,16384 4096,4096,7168 4096,32768,512 4096,24576,1536 4096,7168,2048 masked:4,256,7168,2048
+  masked:4,256,4096,7168 64,2112,7168)
+run_variants() {
+  local shapes=("$@")
+  [ ${#shapes[@]} -gt 0 ] || shapes=("${VARIANT_SHAPES[@]}")
+  for patch_file in variants/*.patch; do
+    [ -f "$patch_file" ] || continue
+    variant=/tmp/variant_$(basename "$patch_file" .patch)
+    rm -rf "$variant"; cp -r pydg/kernels "$variant"
+    echo "== variant $patch_file"
+    git apply -p1 --unsafe-paths --directory="$variant" "$patch_file" || { echo "does not apply"; continue; }
+    timeout "${PYDG_VARIANT_S:-110}" python3 scripts/ab_kernels.py "$variant" "${shapes[@]}" 2>&1
+  done
+}
+
+if [ "$what" = variants ]; then
+  run_variants "$@" > "$OUT/variants.log" 2>&1
+  cat "$OUT/variants.log"
+  exit 0
+fi
+
 if [ "$what" = options ]; then
   shapes=("$@")
   [ ${#shapes[@]} -gt 0 ] || shapes=(4096,32768,512 4096,24576,1536 4096,7168,2048 4096,4096,7168 4096,7168,16384
@@ -119,16 +144,7 @@ if [ "$what" = options ]; then
     done
     [ "$options_status" = 0 ] || exit "$options_status"
     timeout "${PYDG_AB_S:-210}" python3 scripts/ab_plans.py --toggle "${PYDG_TOGGLES:-early,prefetch4,early+prefetch4,output}" "${shapes[@]}" 2>&1
-    # Each kernel change waiting under variants/ (a patch to a copy of pydg/kernels) against the package's.
-    for patch_file in variants/*.patch; do
-      [ -f "$patch_file" ] || continue
-      variant=/tmp/variant_$(basename "$patch_file" .patch)
-      rm -rf "$variant"; cp -r pydg/kernels "$variant"
-      echo "== variant $patch_file"
-      git apply -p1 --unsafe-paths --directory="$variant" "$patch_file" || { echo "does not apply"; continue; }
-      timeout "${PYDG_VARIANT_S:-110}" python3 scripts/ab_kernels.py "$variant" 4096,7168,16384 4096,4096,7168 4096,32768,512 \
-        4096,24576,1536 4096,7168,2048 masked:4,256,7168,2048 masked:4,256,4096,7168 64,2112,7168 2>&1
-    done ) > "$OUT/options.log" 2>&1
+    run_variants ) > "$OUT/options.log" 2>&1
   options_status=$?
   cat "$OUT/options.log"
   exit $options_status
