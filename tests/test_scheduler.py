@@ -1,4 +1,6 @@
 """The persistent tile walk covers every tile exactly once; pairs share what they multicast."""
+import json
+import pathlib
 import random
 from dataclasses import replace
 
@@ -8,7 +10,7 @@ from pydg.scheduler import candidate_plans, choose_plan
 from pydg.scheduler.heuristics import rolled_k_loop
 from pydg.scheduler.plan import MAX_SMEM_BYTES, GemmPlan, b_scale_blocks_per_tile, smem_bytes
 from pydg.scheduler.tiles import cta_tiles, fast_div, fast_divisor, raster_divisors, stream_k_partials
-from pydg.describe import default_operands
+from pydg.describe import default_operands, describe_gemm
 from pydg.kernels import source
 from pydg.kernels.fp8_gemm import tensor_map_specs
 from pydg.utils import ceil_div
@@ -497,3 +499,39 @@ def test_output_is_stored_in_swizzled_chunks_of_every_width(block_n):
     out = tensor_map_specs(plan, default_operands("dense", plan.m, plan.n, plan.k, 1))[3]
     assert out.box_dims == (cols, 64, 1) and out.swizzle == plan.output_swizzle
     out.validate()
+
+
+# The plans whose speed the last committed H100 benchmark measured (README, bench/NOTES.md): a change of
+# heuristics that moves one of them needs a new benchmark before its figures mean anything, and then
+# the files named here move to that run's.
+BENCHED = [pathlib.Path(__file__).resolve().parents[1] / "bench" / "results" / name
+           for name in ("h100_2026-12-07b_dense_grouped_host_03271ae.json", "h100_2026-12-07b_shapes_03271ae.json")]
+
+
+def _benched_plans():
+    for path in BENCHED:
+        data = json.loads(path.read_text())
+        sms = data["metadata"]["sms"]
+        for r in data["records"]:
+            if r.get("section") in ("dense", "shapes") and "m" in r:
+                yield (r["m"], r["n"], r["k"], "dense", 1, None, sms), r["plan"]
+            elif r.get("section") == "contiguous":
+                yield (r["groups"] * r["m_per_group"], r["n"], r["k"], "contiguous", r["groups"], None, sms), r["plan"]
+            elif r.get("section") == "masked":
+                yield (r["m_max"], r["n"], r["k"], "masked", r["groups"], r["m_per_group"], sms), r["plan"]
+
+
+BENCHED_PLANS = list(_benched_plans())
+
+
+def test_benchmark_files_hold_every_section():
+    modes = [args[3] for args, _ in BENCHED_PLANS]
+    assert (modes.count("dense"), modes.count("contiguous"), modes.count("masked")) == (18 + 54, 4, 6)
+
+
+@pytest.mark.parametrize("args, benched", BENCHED_PLANS,
+                         ids=[f"{a[3]}-{a[4]}g-{a[0]}x{a[1]}x{a[2]}" for a, _ in BENCHED_PLANS])
+def test_default_plans_are_the_ones_last_benchmarked(args, benched):
+    m, n, k, mode, groups, expected_m, sms = args
+    plan = describe_gemm(m, n, k, mode=mode, num_groups=groups, expected_m=expected_m, num_sms=sms, compile=False).plan
+    assert plan.summary() == benched
