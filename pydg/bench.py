@@ -272,6 +272,10 @@ class KernelTimes:
         return sum(us for name, us in times.items()
                    if not any(e in name for e in excluded) and (only is None or any(o in name for o in only)))
 
+    def without(self, names: frozenset[str]) -> KernelTimes:
+        return KernelTimes({k: v for k, v in self.per_call_us.items() if k not in names},
+                           {k: v for k, v in self.median_us.items() if k not in names})
+
     def rounded(self) -> dict[str, float]:
         return {name[:120]: round(us, 3) for name, us in self.per_call_us.items()}
 
@@ -311,9 +315,7 @@ class Timer:
 
     def kernels(self, fn: Callable[[], Any], iters: int) -> KernelTimes:
         """Every kernel of `fn` per call, the flush's kernels removed."""
-        times = self._profile(fn, iters, flush=True)
-        return KernelTimes({k: v for k, v in times.per_call_us.items() if k not in self.flush_kernels},
-                           {k: v for k, v in times.median_us.items() if k not in self.flush_kernels})
+        return self._profile(fn, iters, flush=True).without(self.flush_kernels)
 
     def event_us(self, fn: Callable[[], Any], iters: int) -> float:
         """Median over calls of the time between CUDA events recorded just before and after the call."""
@@ -472,8 +474,9 @@ class Bench:
                               us_event=self.timer.event_us(fn, iters), iters=iters, kernels=kernels.rounded())
                 if record["us"] <= 0:
                     record.update(ok=False, error="no kernel time recorded (profiler saw no matching kernel)")
-                elif outlier_skew(record["us"], record["us_median"]) is not None:
-                    self._announce_outlier(label, impl, record)
+                elif (skew := outlier_skew(record["us"], record["us_median"])) is not None:
+                    self._announce_outlier(f"{label} {impl}: mean {record['us']:.1f} us, {skew:.0%} above the "
+                                           f"median {record['us_median']:.1f} us")
         except Exception as err:  # one failed measurement must not end the run
             record["error"] = describe_error(err)
             record["traceback"] = "".join(traceback.format_exception(type(err), err, err.__traceback__)[-6:])
@@ -485,11 +488,9 @@ class Bench:
             self._announce_failure(label, impl, record["error"])
         return record
 
-    def _announce_outlier(self, label: str, impl: str, record: dict[str, Any]) -> None:
+    def _announce_outlier(self, line: str) -> None:
         # Kept as measured (the anchor's mean), but named, so that a run's one slow call is re-timed
         # before anyone reads a trend into it.
-        line = (f"{label} {impl}: mean {record['us']:.1f} us, {outlier_skew(record['us'], record['us_median']):.0%} "
-                f"above the median {record['us_median']:.1f} us")
         self.outliers.append(line)
         print(f"  ~ {line}: a slow call moved the mean; re-time this shape", flush=True)
 

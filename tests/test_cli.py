@@ -211,6 +211,23 @@ def test_outlier_skew_names_only_a_mean_well_above_its_median():
     assert bench.outlier_skew(10.0, None) is None and bench.outlier_skew(10.0, 0.0) is None
 
 
+def test_measure_names_a_mean_moved_by_one_slow_call():
+    from types import SimpleNamespace
+
+    class Timer:
+        def kernels(self, fn, iters):
+            return bench.KernelTimes.from_durations({"gemm": [10.0] * 9 + [30.0]}, iters)
+
+        def event_us(self, fn, iters):
+            return 11.0
+
+    torch = SimpleNamespace(cuda=SimpleNamespace(synchronize=lambda: None))
+    run = bench.Bench(torch, None, Timer(), None, 10, None, None)
+    record = run.measure("dense 1x2x3", "pydg", lambda: 0, lambda result: 0.0, 1e-5, 10)
+    assert record["ok"] and record["us"] == pytest.approx(12.0) and record["us_median"] == pytest.approx(10.0)
+    assert run.outliers == ["dense 1x2x3 pydg: mean 12.0 us, 20% above the median 10.0 us"]
+
+
 def test_timer_profiles_each_call_and_drops_the_flush():
     """Timer.kernels over a fake torch profiler: the flush's kernel is dropped, and the GEMM's mean
     and median per call come from its own launches."""
