@@ -4,8 +4,8 @@ how a kernel change is measured before it lands.
 usage: python scripts/ab_kernels.py DIR SHAPE [SHAPE ...]
 DIR: a folder holding the edited .cu/.cuh files (a copy of pydg/kernels with the change);
 SHAPE: as in scripts/plan_sweep.py (M,N,K, contiguous:G,M,N,K or masked:G,M,N,K); the heuristic's
-plan of each shape runs from both sources. Each output is compared with pydg's own call (same bits
-expected unless the change alters the arithmetic)."""
+plan of each shape runs from both sources, PYDG_AB_ITERS (30) pairs each. Each output is compared with
+pydg's own call (same bits expected unless the change alters the arithmetic)."""
 import concurrent.futures
 import os
 import pathlib
@@ -56,7 +56,7 @@ def precompile(folders, plans) -> None:
             use_sources(PACKAGE_DIR)
 
 
-def compare(folder: pathlib.Path, spec: str, plan, iters: int = 30) -> None:
+def compare(folder: pathlib.Path, spec: str, plan, iters: int = int(os.environ.get("PYDG_AB_ITERS", "30"))) -> None:
     arrays, reference, ops, pointers, stream = with_reference(spec)[2:]
     runs = [launcher(PACKAGE_DIR, plan, ops), launcher(folder, plan, ops)]
     labels = [f"{spec} package", f"{spec} edited"]

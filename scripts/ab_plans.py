@@ -9,9 +9,10 @@ issued before the epilogue's stores or not (GemmPlan.early_start: plan_sweep.tog
 --toggle prefetchD: B prefetched into L2 D k-blocks ahead or not (GemmPlan.prefetch_b).
 --toggle pairA: a single-CTA plan in cluster pairs multicasting A (plan_sweep.toggled_pair_a).
 --toggle bandW: the tile walk in bands of W blocks of its inner axis instead of the plan's (GemmPlan.band).
+--toggle evictB: B's loads marked evict-first in L2 or not (GemmPlan.b_evict_first).
 Several toggles, comma-separated, time each toggled plan beside the chosen one in one alternation (no
 stand-in candidate there); "+" joins toggles into one: --toggle early,prefetch4,early+prefetch4.
-usage: python scripts/ab_plans.py [--iters N] [--toggle output|inner|early|pairA|prefetchD|bandW[+...][,...]] SHAPE [SHAPE ...]
+usage: python scripts/ab_plans.py [--iters N] [--toggle output|inner|early|pairA|evictB|prefetchD|bandW[+...][,...]] SHAPE [SHAPE ...]
 (SHAPE as in scripts/plan_sweep.py)"""
 import concurrent.futures
 import os
@@ -24,10 +25,11 @@ from pydg.kernels.fp8_gemm import GemmLauncher
 from pydg.scheduler.heuristics import estimate_seconds, ranked_plans
 from pydg.kernels.source import compile_plan
 
-from plan_sweep import (alternate, toggled_early, toggled_inner, toggled_output, toggled_pair_a, toggled_prefetch,  # noqa: E402
-                        shape_of, with_reference)  # (scripts/ is on sys.path when run as a script)
+from plan_sweep import (alternate, toggled_b_evict_first, toggled_early, toggled_inner, toggled_output,  # noqa: E402
+                        toggled_pair_a, toggled_prefetch, shape_of, with_reference)  # (scripts/ is on sys.path when run as a script)
 
-TOGGLES = {"output": toggled_output, "inner": toggled_inner, "early": toggled_early, "pairA": toggled_pair_a}
+TOGGLES = {"output": toggled_output, "inner": toggled_inner, "early": toggled_early, "pairA": toggled_pair_a,
+           "evictB": toggled_b_evict_first}
 
 
 def toggle_of(name: str):

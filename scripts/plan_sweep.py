@@ -151,6 +151,11 @@ def toggled_pair_a(plan):
     return paired
 
 
+def toggled_b_evict_first(plan):
+    """The plan with B's loads marked evict-first in L2 or not (GemmPlan.b_evict_first)."""
+    return replace(plan, b_evict_first=not plan.b_evict_first)
+
+
 def sweep(spec: str, every=False, plain=False, in_stages=False, inner=False):
     mode, (m, n, k, groups, expected), arrays, reference, ops, pointers, stream = with_reference(spec)
     out = arrays[4]

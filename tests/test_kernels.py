@@ -283,6 +283,40 @@ def test_prefetch_b_issues_l2_prefetches_from_the_producer_only(plan, tmp_path):
     assert not re.search(r"\b(LDL|STL)\b", ahead)
 
 
+# B's loads marked evict-first in L2 (GemmPlan.b_evict_first): every form of B's load (alone, in pairs
+# sharing A, multicast to a pair sharing B, and a contiguous pair's own B beside the multicast one).
+B_EVICT_VARIANTS = list({(p.mode, p.block_m, p.multicast): replace(p, b_evict_first=True)
+                         for p in VARIANTS if p.block_n in (64, 128)}.values())
+
+
+def test_b_evict_variants_cover_every_load_form():
+    assert {(p.mode, p.multicast) for p in B_EVICT_VARIANTS} >= {
+        ("dense", "none"), ("dense", "a"), ("dense", "b"), ("contiguous", "b"), ("masked", "none")}
+
+
+@pytest.mark.parametrize("plan", B_EVICT_VARIANTS, ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-{p.multicast}")
+def test_b_evict_variant_compiles_without_spills(plan: GemmPlan):
+    _compiles_clean(plan)
+
+
+@pytest.mark.parametrize("plan", [p for p in B_EVICT_VARIANTS if p.block_m == 128 and p.mode != "masked"],
+                         ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-{p.multicast}")
+def test_b_evict_first_hints_only_the_loads_of_b(plan, tmp_path):
+    """The hinted TMA loads (UTMALDG with a policy operand, desc[UR]) are B's: one load site, two in a
+    contiguous pair sharing B (the multicast one and a CTA's own); none without the hint, and the
+    math warps' code is unchanged."""
+    hinted = _plan_sass(plan, tmp_path)
+    plain = _plan_sass(replace(plan, b_evict_first=False), tmp_path)
+    loads = re.compile(r"UTMALDG[.\w]*\s[^;]*")
+    with_policy = [load for load in loads.findall(hinted) if "desc[" in load]
+    b_sites = 2 if (plan.mode, plan.multicast) == ("contiguous", "b") else 1
+    assert len(with_policy) == b_sites, with_policy
+    assert any("MULTICAST" in load for load in with_policy) == (plan.multicast == "b"), with_policy
+    assert not [load for load in loads.findall(plain) if "desc[" in load]
+    assert len(loads.findall(hinted)) == len(loads.findall(plain))
+    assert len(re.findall(r"\bQGMMA\b", hinted)) == len(re.findall(r"\bQGMMA\b", plain))
+
+
 def test_wgmma_header_is_generated_one():
     import importlib.util
     import pathlib

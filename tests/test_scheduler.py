@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from pydg.scheduler import candidate_plans, choose_plan
-from pydg.scheduler.heuristics import rolled_k_loop
+from pydg.scheduler.heuristics import B_EVICT_FIRST_MAX_DISTANCE, ranked_plans, rolled_k_loop
 from pydg.scheduler.plan import MAX_SMEM_BYTES, GemmPlan, b_scale_blocks_per_tile, smem_bytes
 from pydg.scheduler.tiles import cta_tiles, fast_div, fast_divisor, raster_divisors, stream_k_partials
 from pydg.describe import default_operands, describe_gemm
@@ -499,6 +499,63 @@ def test_output_is_stored_in_swizzled_chunks_of_every_width(block_n):
     out = tensor_map_specs(plan, default_operands("dense", plan.m, plan.n, plan.k, 1))[3]
     assert out.box_dims == (cols, 64, 1) and out.swizzle == plan.output_swizzle
     out.validate()
+
+
+def _measured_b_reuse_distance(plan: GemmPlan, grouping=()) -> int:
+    """The most walk positions between the first and last tile reading one box of B (group, column
+    block); tile i of a CTA is position i * num_sms + cta in the order the kernel hands tiles out."""
+    first, last = {}, {}
+    for cta, tiles in _walk(plan, grouping).items():
+        for i, tile in enumerate(tiles):
+            if tile.skip:
+                continue
+            box, position = (tile.group, tile.n_block), i * plan.num_sms + cta
+            first[box] = min(first.get(box, position), position)
+            last[box] = max(last.get(box, position), position)
+    return max((last[box] - first[box] for box in first), default=0)
+
+
+def test_b_reuse_distance_is_the_walks():
+    rng = random.Random(11)
+    checked = {"dense": 0, "masked": 0, "contiguous": 0}
+    while min(checked.values()) < 40:
+        mode = rng.choice(list(checked))
+        block_m = rng.choice((64, 128) if mode == "contiguous" else (64, 128, 256))
+        groups = rng.randint(1, 4) if mode != "dense" else 1
+        m = rng.randint(1, 2000) if mode != "contiguous" else groups * rng.randint(1, 8) * 128
+        plan = GemmPlan(mode=mode, m=m, n=rng.randint(16, 3000), k=256, num_groups=groups, block_m=block_m,
+                        block_n=rng.choice((16, 64, 112, 128)), num_stages=3, cluster_size=1, multicast="none",
+                        inner_axis=rng.choice("mn"), band=rng.choice((1, 2, 3, 16)), num_sms=rng.choice((8, 132)),
+                        expected_m=m)
+        if plan.mode != "masked" and rng.random() < 0.5 and plan.num_n_blocks % 2 == 0:
+            plan = replace(plan, cluster_size=2, multicast="a", inner_axis="n", band=plan.band * 2 % 32 or 2)
+        plan.validate()
+        if plan.num_tiles * plan.num_groups > 3000:
+            continue
+        if mode == "dense":
+            assert _measured_b_reuse_distance(plan) == plan.b_reuse_distance, plan.summary()
+        elif mode == "masked":  # every group at the hint's rows
+            assert _measured_b_reuse_distance(plan, [m] * groups) == plan.b_reuse_distance, plan.summary()
+        else:  # experts in whole blocks of rows, some padding: the plan's figure bounds the walk's
+            per_block = [rng.choice([-1] + list(range(groups))) for _ in range(plan.num_m_blocks)]
+            m_indices = [e for e in sorted(per_block, key=lambda e: (e < 0, e)) for _ in range(block_m)]
+            assert _measured_b_reuse_distance(plan, m_indices) <= plan.b_reuse_distance, plan.summary()
+        checked[mode] += 1
+
+
+@pytest.mark.parametrize("mode,m,n,k,groups,expected_m,evict_first", [
+    ("dense", 64, 7168, 16384, 1, None, True), ("dense", 128, 24576, 1536, 1, None, True),
+    ("dense", 300, 7168, 7168, 1, None, True), ("dense", 64, 32768, 512, 1, None, True),
+    ("masked", 256, 7168, 2048, 4, 256, True), ("masked", 1024, 4096, 7168, 1, 1024, True),
+    ("dense", 4096, 32768, 512, 1, None, False), ("dense", 4096, 7168, 16384, 1, None, False),
+    ("contiguous", 4 * 8192, 4096, 7168, 4, None, False)])
+def test_b_loads_evict_first_where_its_readers_run_side_by_side(mode, m, n, k, groups, expected_m, evict_first):
+    plan = choose_plan(mode, m, n, k, groups, 132, expected_m=expected_m)
+    assert plan.b_evict_first == evict_first == (plan.b_reuse_distance <= B_EVICT_FIRST_MAX_DISTANCE)
+    assert plan.defines()["PYDG_B_EVICT_FIRST"] == ("true" if evict_first else "false")
+    assert ("B evict-first in L2" in plan.summary()) == evict_first
+    for ranked in ranked_plans(mode, m, n, k, groups, 132, expected_m=expected_m)[:5]:
+        assert ranked.b_evict_first == (ranked.b_reuse_distance <= B_EVICT_FIRST_MAX_DISTANCE)
 
 
 # The plans whose speed the last committed H100 benchmark measured (README, bench/NOTES.md): a change of

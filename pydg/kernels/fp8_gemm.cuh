@@ -111,7 +111,8 @@ DEVICE void with_constant(uint32_t value, const F& f) {
 
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kShapeN,
           uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM, bool kOverlapPromotion,
-          bool kOutputInStages, bool kEarlyStart, uint32_t kPrefetchB, bool kStreamK, uint32_t kSmemBytes>
+          bool kOutputInStages, bool kEarlyStart, uint32_t kPrefetchB, bool kStreamK, bool kBEvictFirst,
+          uint32_t kSmemBytes>
 DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma_sa, const TmaMap& tma_d,
                      const TmaMap& tma_a_tail, const TmaMap& tma_sa_tail,
                      const float* __restrict__ scales_b, uint8_t* d_ptr, const int* grouping, uint32_t shape_m,
@@ -274,11 +275,15 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                         tma_load_3d(map_a, bar, a_dst, k, m_row, group_a);
                         tma_load_3d(map_sa, bar, sa_dst, m_row, kb, group_a);
                     }
+                    // kBEvictFirst (GemmPlan.b_evict_first): the tiles that read this box of B run
+                    // side by side, so its lines are read again soon or never, and L2 may drop them
+                    // first. Measured, not derived: faster where B streams from device memory, much
+                    // slower where a later wave reads B again (heuristics.py B_EVICT_FIRST_*).
                     if (kMulticastB && !tile.own_b) {
                         if (cta_rank == 0)
-                            tma_load_3d_multicast(&tma_b, bar, b_dst, k, n_row, group_b, 0x3);
+                            tma_load_3d_multicast<kBEvictFirst>(&tma_b, bar, b_dst, k, n_row, group_b, 0x3);
                     } else {
-                        tma_load_3d(&tma_b, bar, b_dst, k, n_row, group_b);
+                        tma_load_3d<kBEvictFirst>(&tma_b, bar, b_dst, k, n_row, group_b);
                     }
                     if constexpr (kPrefetchB > 0) {
                         const uint32_t later = kb + kPrefetchB;

@@ -124,23 +124,52 @@ DEVICE void tma_prefetch_map(const TmaMap* map) {
     asm volatile("prefetch.tensormap [%0];" ::"l"(map) : "memory");
 }
 
+// An L2 policy under which the lines a load brings in are the first that L2 evicts. Not volatile:
+// the policy is a constant, which the compiler may create once and keep.
+DEVICE uint64_t l2_evict_first() {
+    uint64_t policy;
+    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+    return policy;
+}
+
+// kEvictFirst: the box's lines are marked first to go from L2 (l2_evict_first), for data that no
+// later wave of tiles reads again.
+template <bool kEvictFirst = false>
 DEVICE void tma_load_3d(const TmaMap* map, uint64_t* bar, void* dst, int c0, int c1, int c2) {
-    asm volatile(
-        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
-        " [%0], [%1, {%3, %4, %5}], [%2];"
-        ::"r"(smem_addr(dst)), "l"(map), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2)
-        : "memory");
+    if constexpr (kEvictFirst) {
+        asm volatile(
+            "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
+            " [%0], [%1, {%3, %4, %5}], [%2], %6;"
+            ::"r"(smem_addr(dst)), "l"(map), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "l"(l2_evict_first())
+            : "memory");
+    } else {
+        asm volatile(
+            "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
+            " [%0], [%1, {%3, %4, %5}], [%2];"
+            ::"r"(smem_addr(dst)), "l"(map), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2)
+            : "memory");
+    }
 }
 
 // One load written into the same offset of every CTA in `cta_mask`, each CTA's barrier at `bar`'s
 // offset receiving the bytes: the operand that a cluster's CTAs share crosses L2 once.
+template <bool kEvictFirst = false>
 DEVICE void tma_load_3d_multicast(const TmaMap* map, uint64_t* bar, void* dst, int c0, int c1, int c2,
                                   uint16_t cta_mask) {
-    asm volatile(
-        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
-        " [%0], [%1, {%4, %5, %6}], [%2], %3;"
-        ::"r"(smem_addr(dst)), "l"(map), "r"(smem_addr(bar)), "h"(cta_mask), "r"(c0), "r"(c1), "r"(c2)
-        : "memory");
+    if constexpr (kEvictFirst) {
+        asm volatile(
+            "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+            ".L2::cache_hint [%0], [%1, {%4, %5, %6}], [%2], %3, %7;"
+            ::"r"(smem_addr(dst)), "l"(map), "r"(smem_addr(bar)), "h"(cta_mask), "r"(c0), "r"(c1), "r"(c2),
+              "l"(l2_evict_first())
+            : "memory");
+    } else {
+        asm volatile(
+            "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+            " [%0], [%1, {%4, %5, %6}], [%2], %3;"
+            ::"r"(smem_addr(dst)), "l"(map), "r"(smem_addr(bar)), "h"(cta_mask), "r"(c0), "r"(c1), "r"(c2)
+            : "memory");
+    }
 }
 
 // Brings a box of the tensor into L2 without writing shared memory or signalling a barrier: a

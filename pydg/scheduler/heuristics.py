@@ -97,6 +97,14 @@ SPLIT_K = False
 # ties with it and would win the tie on less tile work, with no gain to show for its hand-overs. Not yet
 # fitted: no split has won on a GPU.
 SPLIT_K_MIN_GAIN = 0.1
+# B's loads marked evict-first in L2 (GemmPlan.b_evict_first) where every tile that reads a box of B
+# lies within this many tiles of the walk of the first (GemmPlan.b_reuse_distance): they run side by
+# side, so the box is read again at once or never. Same-run H100 timings of the kernel with the hint
+# against without (scripts/ab_kernels.py, 80 pairs, 2026-12-07): 1.035-1.158x faster on 64 x 7168 x
+# 16384, 64 x 2112 / 4096 x 7168, 128 x 24576 x 1536, 128 x 7168 x 16384, 1 x 7168 x 18432, 37 x 18432
+# x 7168, 300 x 7168 x 7168 and masked 4 x 256 (reuse distance 0-2); 0.78x on 4096 x 32768 x 512 and
+# 0.97x on 4096 x 7168 x 16384 (distance 240), whose later waves read B again from L2.
+B_EVICT_FIRST_MAX_DISTANCE = 16
 
 
 def max_stages(block_m: int, block_n: int, k: int, smem_limit: int = MAX_SMEM_BYTES,
@@ -282,6 +290,12 @@ def fit_grid(plan: GemmPlan) -> GemmPlan:
     return plan
 
 
+def with_b_evict_first(plan: GemmPlan) -> GemmPlan:
+    """The plan with B's loads marked evict-first in L2 where its reuse distance allows
+    (B_EVICT_FIRST_MAX_DISTANCE)."""
+    return replace(plan, b_evict_first=plan.b_reuse_distance <= B_EVICT_FIRST_MAX_DISTANCE)
+
+
 def ranked_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int,
                  expected_m: int | None = None, smem_limit: int = MAX_SMEM_BYTES) -> list[GemmPlan]:
     """Every candidate, best first by the model, each with its grid fitted (autotuning times the
@@ -289,7 +303,7 @@ def ranked_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: in
     plans = sorted(candidate_plans(mode, m, n, k, num_groups, num_sms, expected_m, smem_limit), key=_rank)
     if not plans:
         raise ValueError(f"no kernel plan fits {mode} m={m} n={n} k={k} in {smem_limit} bytes of shared memory")
-    return [fit_grid(plan) for plan in plans]
+    return [with_b_evict_first(fit_grid(plan)) for plan in plans]
 
 
 def choose_plan(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int,
@@ -298,4 +312,4 @@ def choose_plan(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int
     best = min(candidate_plans(mode, m, n, k, num_groups, num_sms, expected_m, smem_limit), key=_rank, default=None)
     if best is None:
         raise ValueError(f"no kernel plan fits {mode} m={m} n={n} k={k} in {smem_limit} bytes of shared memory")
-    return fit_grid(best)
+    return with_b_evict_first(fit_grid(best))

@@ -65,6 +65,8 @@ class GemmPlan:
     its k-block 0, which adds the other's FP32 sum from a workspace (workspace_bytes) before it
     writes D. One-accumulator loop, output in an area of its own, no early start, no prefetch.
     Off by default: slower on every shape timed on the H100 (bench/NOTES.md, 2026-12-06).
+    b_evict_first: B's loads carry an L2 evict-first policy (heuristics.with_b_evict_first sets it
+    where the tiles that read a box of B run close together in the walk: b_reuse_distance).
     """
 
     mode: str
@@ -87,6 +89,7 @@ class GemmPlan:
     early_start: bool = False
     prefetch_b: int = 0
     stream_k: bool = False
+    b_evict_first: bool = False
 
     @property
     def num_math_groups(self) -> int:
@@ -212,6 +215,25 @@ class GemmPlan:
         return self.num_m_blocks * self.num_n_blocks
 
     @property
+    def b_reuse_distance(self) -> int:
+        """The most tiles of the walk (scheduler.cuh's order, tiles.py) between the first and the last
+        tile that read one box of B (one group's block of columns): the row blocks of a column block
+        follow each other where the walk is m inner and one band holds them all, and lie a band's
+        width apart where it is n inner. Masked groups count the hint's rows; contiguous experts are
+        taken as one (their sizes are the GPU's to read), an upper bound."""
+        rows = self.expected_m if self.mode == "masked" else self.m
+        m_blocks = ceil_div(rows, self.block_m)
+        if m_blocks <= 1:
+            return 0
+        if self.inner_axis == "n":
+            return (m_blocks - 1) * min(self.band, self.num_n_blocks)
+        if m_blocks <= self.band:
+            return m_blocks - 1
+        # Column block 0's first reader is the walk's first tile, its last the last band's first row.
+        last_width = m_blocks - (m_blocks - 1) // self.band * self.band
+        return (m_blocks - last_width) * self.num_n_blocks + last_width - 1
+
+    @property
     def grid(self) -> tuple[int, int, int]:
         return (self.num_sms, 1, 1)
 
@@ -240,6 +262,7 @@ class GemmPlan:
             "PYDG_EARLY_START": "true" if self.early_start else "false",
             "PYDG_PREFETCH_B": str(self.prefetch_b),
             "PYDG_STREAM_K": "true" if self.stream_k else "false",
+            "PYDG_B_EVICT_FIRST": "true" if self.b_evict_first else "false",
             "PYDG_SMEM_BYTES": str(self.smem_bytes),
         }
 
@@ -253,6 +276,7 @@ class GemmPlan:
                 + (", next tile started early" if self.early_start else "")
                 + (f", B prefetched {self.prefetch_b} k-blocks ahead" if self.prefetch_b else "")
                 + (f", stream-K over the last {self.stream_k_tiles} tiles" if self.stream_k else "")
+                + (", B evict-first in L2" if self.b_evict_first else "")
                 + (f", last block loads {self.tail_rows} rows of A" if self.tail_rows else ""))
 
     def validate(self) -> None:
