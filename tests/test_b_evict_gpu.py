@@ -1,0 +1,60 @@
+"""B's loads marked evict-first in L2 (GemmPlan.b_evict_first) on an sm_90 GPU. A cache policy changes
+where L2 keeps lines, never what a load returns: every form of B's load (alone, in pairs sharing A, the
+multicast of pairs sharing B, a contiguous pair's own B) must give the unhinted plan's bits."""
+from dataclasses import replace
+
+import pytest
+
+from gpu_util import DIFF_LIMIT, calc_diff, dequantize, launch_plan, nan_like, quantized_pair, torch_module
+from test_early_start_gpu import EXPERT_SIZES, contiguous_matches_own, masked_matches_own
+from test_output_in_stages_gpu import _first
+
+pytestmark = pytest.mark.gpu
+
+
+def _pair(plan):
+    """(the plan without the hint, the same plan with it)."""
+    own, hinted = replace(plan, b_evict_first=False), replace(plan, b_evict_first=True)
+    hinted.validate()
+    return own, hinted
+
+
+# (M, N, K, block_m, block_n, cluster, multicast): small M in one wave (where the heuristic sets the
+# hint) and several waves of tiles in each cluster form; M = 37 and 1000 end inside a block.
+DENSE = [
+    (37, 7168, 2048, 64, 64, 1, "none"),
+    (300, 7168, 1024, 128, 176, 1, "none"),
+    (1000, 8192, 512, 128, 192, 2, "b"),
+    (2048, 8192, 640, 256, 128, 2, "a"),
+]
+
+
+@pytest.mark.parametrize("m,n,k,block_m,block_n,cluster,multicast", DENSE)
+def test_dense(m, n, k, block_m, block_n, cluster, multicast):
+    torch = torch_module()
+    own, hinted = _pair(_first("dense", m, n, k, 1, block_m, block_n, cluster, multicast))
+    a, sa = quantized_pair(torch, m, k, per_block=False)
+    b, sb = quantized_pair(torch, n, k, per_block=True)
+    expected = nan_like(torch, (m, n))
+    launch_plan(torch, own, (a, sa, b, sb, expected))
+    buffer = nan_like(torch, (m + 64, n))
+    launch_plan(torch, hinted, (a, sa, b, sb, buffer[:m]))
+    torch.cuda.synchronize()
+    reference = dequantize(torch, a, sa, False) @ dequantize(torch, b, sb, True).T
+    assert not buffer[:m].isnan().any(), hinted.summary()
+    assert buffer[m:].isnan().all(), hinted.summary()
+    assert calc_diff(torch, buffer[:m], reference) <= DIFF_LIMIT, hinted.summary()
+    assert torch.equal(buffer[:m], expected), hinted.summary()
+
+
+def test_masked():
+    groups, m_max, n, k = 5, 256, 7168, 640
+    own, hinted = _pair(_first("masked", m_max, n, k, groups, 256, 112, 1, "none", expected_m=m_max))
+    masked_matches_own(own, hinted, groups, m_max, n, k, seed=7)
+
+
+@pytest.mark.parametrize("block_m,block_n,multicast", [(128, 192, "b"), (64, 128, "a")])
+def test_contiguous_with_padding_blocks(block_m, block_n, multicast):
+    n, k = 4096, 768
+    contiguous_matches_own(lambda rows: _pair(_first("contiguous", rows, n, k, len(EXPERT_SIZES), block_m, block_n, 2, multicast)),
+                           n, k)
