@@ -5,8 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from gpu_util import DIFF_LIMIT, calc_diff, dequantize, launch_plan, nan_like, quantized_pair, torch_module
-from test_early_start_gpu import EXPERT_SIZES, contiguous_matches_own, masked_matches_own
+from test_early_start_gpu import EXPERT_SIZES, contiguous_matches_own, dense_matches_own, masked_matches_own
 from test_output_in_stages_gpu import _first
 
 pytestmark = pytest.mark.gpu
@@ -31,20 +30,8 @@ DENSE = [
 
 @pytest.mark.parametrize("m,n,k,block_m,block_n,cluster,multicast", DENSE)
 def test_dense(m, n, k, block_m, block_n, cluster, multicast):
-    torch = torch_module()
     own, hinted = _pair(_first("dense", m, n, k, 1, block_m, block_n, cluster, multicast))
-    a, sa = quantized_pair(torch, m, k, per_block=False)
-    b, sb = quantized_pair(torch, n, k, per_block=True)
-    expected = nan_like(torch, (m, n))
-    launch_plan(torch, own, (a, sa, b, sb, expected))
-    buffer = nan_like(torch, (m + 64, n))
-    launch_plan(torch, hinted, (a, sa, b, sb, buffer[:m]))
-    torch.cuda.synchronize()
-    reference = dequantize(torch, a, sa, False) @ dequantize(torch, b, sb, True).T
-    assert not buffer[:m].isnan().any(), hinted.summary()
-    assert buffer[m:].isnan().all(), hinted.summary()
-    assert calc_diff(torch, buffer[:m], reference) <= DIFF_LIMIT, hinted.summary()
-    assert torch.equal(buffer[:m], expected), hinted.summary()
+    dense_matches_own(own, hinted, m, n, k)
 
 
 def test_masked():

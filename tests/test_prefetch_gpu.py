@@ -9,8 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from gpu_util import DIFF_LIMIT, calc_diff, dequantize, launch_plan, nan_like, quantized_pair, torch_module
-from test_early_start_gpu import EXPERT_SIZES, contiguous_matches_own, masked_matches_own
+from test_early_start_gpu import EXPERT_SIZES, contiguous_matches_own, dense_matches_own, masked_matches_own
 from test_output_in_stages_gpu import _first
 
 pytestmark = pytest.mark.gpu
@@ -38,21 +37,9 @@ DENSE = [
 
 @pytest.mark.parametrize("m,n,k,block_m,block_n,cluster,multicast,distance,early", DENSE)
 def test_dense(m, n, k, block_m, block_n, cluster, multicast, distance, early):
-    torch = torch_module()
     own, ahead = _pair(_first("dense", m, n, k, 1, block_m, block_n, cluster, multicast), distance, early)
     assert ahead.num_tiles > 1.5 * ahead.num_sms, ahead.summary()
-    a, sa = quantized_pair(torch, m, k, per_block=False)
-    b, sb = quantized_pair(torch, n, k, per_block=True)
-    expected = nan_like(torch, (m, n))
-    launch_plan(torch, own, (a, sa, b, sb, expected))
-    buffer = nan_like(torch, (m + 64, n))
-    launch_plan(torch, ahead, (a, sa, b, sb, buffer[:m]))
-    torch.cuda.synchronize()
-    reference = dequantize(torch, a, sa, False) @ dequantize(torch, b, sb, True).T
-    assert not buffer[:m].isnan().any(), ahead.summary()
-    assert buffer[m:].isnan().all(), ahead.summary()
-    assert calc_diff(torch, buffer[:m], reference) <= DIFF_LIMIT, ahead.summary()
-    assert torch.equal(buffer[:m], expected), ahead.summary()
+    dense_matches_own(own, ahead, m, n, k)
 
 
 @pytest.mark.parametrize("groups,m_max,block_m,block_n,distance",
