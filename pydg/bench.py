@@ -39,6 +39,10 @@ REFERENCE_LIMIT = 1e-3  # cuBLAS/DeepGEMM: beyond this a result is wrong (a layo
 FLUSH_BYTES = 256 * 10**6
 DEFAULT_ITERS = 30
 HOST_CALLS = 1000
+# Batches of HOST_CALLS timed one after another; the median batch is the figure. One batch of 1000 read
+# 8.8 us at 1 x 256 x 128 in one H100 run and 13.0 us in the next with the same host path (and
+# DeepGEMM's 34.2 and 23.0): whatever else the host did during one batch moved it.
+HOST_BATCHES = 5
 HOST_WARMUP = 200  # 20 gave 15.6 us where scripts/host_profile.py measured 10 us (bench/NOTES.md, 2026-11-23)
 # The anchor's exclusions for cuBLAS/DeepGEMM: the flush and any fill/elementwise helper kernel.
 ANCHOR_EXCLUDED = ("elementwise", "fill", "Fill", "zero")
@@ -330,20 +334,26 @@ class Timer:
         torch.cuda.synchronize()
         return statistics.median(s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends))
 
-    def host_us(self, fn: Callable[[], Any], calls: int = HOST_CALLS) -> tuple[float, float]:
-        """(Python wall time per call until the last call returned, per call until the GPU finished),
-        over `calls` back-to-back calls on the same arrays after a warm-up."""
+    def host_us(self, fn: Callable[[], Any], calls: int = HOST_CALLS,
+                batches: int = HOST_BATCHES) -> tuple[float, float, list[float]]:
+        """(Python wall time per call until a batch's last call returned, per call until the GPU
+        finished it, each the median over `batches` batches of `calls` back-to-back calls on the same
+        arrays after a warm-up; every batch's host time per call)."""
         torch = self.torch
         for _ in range(HOST_WARMUP):
             fn()
         torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        t1 = time.perf_counter()
-        torch.cuda.synchronize()
-        t2 = time.perf_counter()
-        return (t1 - t0) / calls * 1e6, (t2 - t0) / calls * 1e6
+        host, synced = [], []
+        for _ in range(batches):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            t1 = time.perf_counter()
+            torch.cuda.synchronize()
+            t2 = time.perf_counter()
+            host.append((t1 - t0) / calls * 1e6)
+            synced.append((t2 - t0) / calls * 1e6)
+        return statistics.median(host), statistics.median(synced), host
 
 
 # ------------------------------------------------------------------------- data and the reference
@@ -966,8 +976,9 @@ def _host_impl(bench: Bench, label: str, impl: str, fn: Callable[[], Any], check
     record.update(extra or {})
     if record["ok"]:
         try:
-            record["host_us_per_call"], record["wall_us_per_call_synced"] = bench.timer.host_us(fn)
-            record["calls"] = HOST_CALLS
+            record["host_us_per_call"], record["wall_us_per_call_synced"], record["host_us_batches"] = \
+                bench.timer.host_us(fn)
+            record["calls"], record["batches"] = HOST_CALLS, HOST_BATCHES
         except Exception as err:
             record.update(ok=False, error=describe_error(err))
     return record
@@ -1026,8 +1037,9 @@ def section_host(bench: Bench) -> None:
             rows.append((shape_label(m, n, k), impl, entry.get("host_us_per_call"),
                          entry.get("wall_us_per_call_synced"), entry.get("us") if entry.get("ok") else None,
                          None if entry.get("ok") else str(entry.get("error", ""))[:60]))
-    print(f"\n== host: {HOST_CALLS} back-to-back calls on the same arrays; host us = Python wall time per call "
-          "until the last call returned; synced = until the GPU finished ==")
+    print(f"\n== host: {HOST_BATCHES} batches of {HOST_CALLS} back-to-back calls on the same arrays, the median "
+          "batch; host us = Python wall time per call until the batch's last call returned; synced = until the "
+          "GPU finished ==")
     print(format_table(("shape", "impl", "host us/call", "wall us/call (synced)", "kernel us", "error"), rows))
 
 

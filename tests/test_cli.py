@@ -271,6 +271,38 @@ def test_timer_profiles_each_call_and_drops_the_flush():
     assert times.total_us() == pytest.approx(15.0) and times.total_us(median=True) == pytest.approx(10.0)
 
 
+def test_host_time_is_the_median_batch(monkeypatch):
+    """Timer.host_us over a fake clock: each batch's time per call, and the median batch as the figure,
+    so one batch slowed by something else on the host does not move it."""
+    from types import SimpleNamespace
+
+    clock = [0.0]
+    batch_us = iter([9.0, 9.0, 30.0, 10.0, 9.5])  # per call, one batch after another
+    current = [0.0]
+
+    def call():
+        clock[0] += current[0] * 1e-6
+
+    def synchronize():
+        clock[0] += 1e-6  # the GPU finishes 1 us after the batch's last call returns
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    timer = bench.Timer.__new__(bench.Timer)
+    timer.torch = SimpleNamespace(cuda=SimpleNamespace(synchronize=synchronize))
+    calls = []
+
+    def fn():
+        if len(calls) >= bench.HOST_WARMUP and (len(calls) - bench.HOST_WARMUP) % 100 == 0:
+            current[0] = next(batch_us)
+        calls.append(1)
+        call()
+
+    host, synced, batches = timer.host_us(fn, calls=100, batches=5)
+    assert len(calls) == bench.HOST_WARMUP + 500
+    assert batches == pytest.approx([9.0, 9.0, 30.0, 10.0, 9.5])
+    assert host == pytest.approx(9.5) and synced == pytest.approx(9.51)
+
+
 def test_speedup_and_geomean():
     assert bench.speedup(10.0, 15.0) == 1.5  # pydg 10 us, other 15 us: pydg 1.5x as fast
     assert bench.speedup(None, 15.0) is None and bench.speedup(10.0, None) is None

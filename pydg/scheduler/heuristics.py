@@ -98,13 +98,23 @@ SPLIT_K = False
 # fitted: no split has won on a GPU.
 SPLIT_K_MIN_GAIN = 0.1
 # B's loads marked evict-first in L2 (GemmPlan.b_evict_first) where every tile that reads a box of B
-# lies within this many tiles of the walk of the first (GemmPlan.b_reuse_distance): they run side by
-# side, so the box is read again at once or never. Same-run H100 timings of the kernel with the hint
-# against without (scripts/ab_kernels.py, 80 pairs, 2026-12-07): 1.035-1.158x faster on 64 x 7168 x
-# 16384, 64 x 2112 / 4096 x 7168, 128 x 24576 x 1536, 128 x 7168 x 16384, 1 x 7168 x 18432, 37 x 18432
-# x 7168, 300 x 7168 x 7168 and masked 4 x 256 (reuse distance 0-2); 0.78x on 4096 x 32768 x 512 and
-# 0.97x on 4096 x 7168 x 16384 (distance 240), whose later waves read B again from L2.
-B_EVICT_FIRST_MAX_DISTANCE = 16
+# lies within this many tiles of the walk of the first (GemmPlan.b_reuse_distance): at most three
+# consecutive tiles, which run side by side. Measured, not derived; same-run H100 timings, 2026-12-07:
+# - The kernel with the hint against without (scripts/ab_kernels.py, 80 pairs): 1.035-1.158x faster at
+#   distance 0-2 (64 x 7168 x 16384, 64 x 2112 / 4096 x 7168, 128 x 24576 x 1536, 128 x 7168 x 16384,
+#   1 x 7168 x 18432, 37 x 18432 x 7168, 300 x 7168 x 7168, masked 4 x 256); with A's loads also
+#   evict-last, 0.78x on 4096 x 32768 x 512 and 0.97x on 4096 x 7168 x 16384 (distance 240), whose later
+#   waves read B again from L2.
+# - The plan toggled (scripts/ab_plans.py --toggle evictB, 40 pairs): 1.02-1.08x faster at distance 0-1
+#   (64 / 128 x 32768 x 512, 128 x 4096 x 7168, masked 2 x 512 x 7168 x 2048); within 0.5% at 3 and 4
+#   (masked 1 x 1024, 300 x 2048 x 7168); at 7, 1.000x, 0.984x and 0.954x (1000 x 18432 x 7168,
+#   1000 x 2048 x 7168, 1000 x 18432 x 2048: eight row blocks of 128 read each box); 0.999x at 207.
+#   Pairs sharing A, n inner, ran 1.01x and 1.03x faster with it at 32 and 48 (300 x 18432 x 7168,
+#   1000 x 7168 x 7168): a gain left for a rule that knows why.
+# - Not same-run: in the bench of 7adbf95 (hinted) 1 and 37 x 18432 x 18432 (distance 0, 340 MB of B)
+#   ran 0.97x and 0.95x DeepGEMM against 1.01x at 03271ae (unhinted); other shapes moved by up to 5%
+#   between the two runs with no change, so this waits for an A/B.
+B_EVICT_FIRST_MAX_DISTANCE = 2
 
 
 def max_stages(block_m: int, block_n: int, k: int, smem_limit: int = MAX_SMEM_BYTES,
