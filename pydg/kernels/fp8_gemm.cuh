@@ -278,7 +278,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     // kBEvictFirst (GemmPlan.b_evict_first): the tiles that read this box of B run
                     // side by side, so its lines are read again soon or never, and L2 may drop them
                     // first. Measured, not derived: faster where B streams from device memory, much
-                    // slower where a later wave reads B again (heuristics.py B_EVICT_FIRST_*).
+                    // slower where a later wave reads B again (B_EVICT_FIRST_MAX_DISTANCE).
                     if (kMulticastB && !tile.own_b) {
                         if (cta_rank == 0)
                             tma_load_3d_multicast<kBEvictFirst>(&tma_b, bar, b_dst, k, n_row, group_b, 0x3);
