@@ -18,7 +18,7 @@ import json
 import logging
 import statistics
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Callable
 
 from pydg import log
@@ -49,13 +49,19 @@ def enabled() -> bool:
 
 
 def candidates(ranked: list[GemmPlan], count: int = CANDIDATES) -> list[GemmPlan]:
-    """The plans to time: the model's first `count`, without repeats."""
+    """The plans to time: the model's first `count`, without repeats, then its first with B's L2 hint
+    the other way (heuristics.B_EVICT_FIRST_MAX_DISTANCE rests on timings of a few shapes; near the
+    limit either form has won by a few percent)."""
     chosen: list[GemmPlan] = []
     for plan in ranked:
         if plan not in chosen:
             chosen.append(plan)
         if len(chosen) == count:
             break
+    if chosen:
+        other = replace(chosen[0], b_evict_first=not chosen[0].b_evict_first)
+        if other not in chosen:
+            chosen.append(other)
     return chosen
 
 

@@ -40,7 +40,19 @@ def test_candidates_start_with_the_models_choice_and_hold_no_repeats():
     ranked = ranked_plans("dense", 4096, 7168, 2048, 1, 132)
     assert ranked[0] == choose_plan("dense", 4096, 7168, 2048, 1, 132)
     plans = autotune.candidates([ranked[0], *ranked], 3)
-    assert plans == ranked[:3] and len(set(plans)) == 3
+    assert plans[:3] == ranked[:3] and len(set(plans)) == 4
+    # The model's plan with B's L2 hint the other way comes last.
+    assert plans[3] == replace(ranked[0], b_evict_first=not ranked[0].b_evict_first)
+
+
+@pytest.mark.parametrize("m,hinted", [(64, True), (4096, False)])
+def test_candidates_time_the_models_plan_with_b_hint_both_ways(m, hinted):
+    ranked = ranked_plans("dense", m, 7168, 2048, 1, 132)
+    assert ranked[0].b_evict_first == hinted
+    plans = autotune.candidates(ranked)
+    assert len(plans) == autotune.CANDIDATES + 1
+    assert {p.b_evict_first for p in plans if replace(p, b_evict_first=False) == replace(ranked[0], b_evict_first=False)} \
+        == {True, False}
 
 
 def test_fastest_is_chosen_remembered_and_read_back(fresh):
@@ -98,7 +110,7 @@ def test_first_call_times_candidates_and_launches_the_winner(fake_gpu, fresh, mo
     monkeypatch.setattr(autotune, "stream_is_capturing", lambda stream: False)
     args = GOOD_ARGS["dense"]()
     call("dense", args)
-    assert 1 < len(timed) <= autotune.CANDIDATES and len(set(timed)) == len(timed)
+    assert 1 < len(timed) <= autotune.CANDIDATES + 1 and len(set(timed)) == len(timed)
     assert fake_gpu.launches[-1]["function"] == timed[-1]  # the call itself ran the winner
     launches = len(fake_gpu.launches)
     call("dense", args)
