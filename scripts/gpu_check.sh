@@ -26,9 +26,10 @@
 # hangs the owner) and, if they pass, scripts/ab_stream_k.py on the shapes given or the default list (at
 # most PYDG_AB_S, 240 s), into $OUT/streamk.log.
 # pending: the same-run A/Bs that wait on a GPU (bench/NOTES.md, newest entry), into $OUT/pending.log:
-# the output staged or not on the shapes whose plan 4f65324 changed, the tile walk's band width on the
-# contiguous shapes, and stream-K's share-out as a split-K on the small-M shapes (scripts/ab_split_k.py);
-# at most 380 s (about 240); no DeepGEMM needed, but with .anchor carried its build runs first (about
+# B's L2 evict-first hint toggled where its limit is in doubt, the output staged or not on the shapes
+# whose plan 4f65324 changed, the tile walk's band width on the contiguous shapes, and (named only)
+# stream-K's share-out as a split-K on the small-M shapes (scripts/ab_split_k.py);
+# at most 400 s (about 300); no DeepGEMM needed, but with .anchor carried its build runs first (about
 # 120 s, before any timing), and a bench call on the same warm machine then skips it.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
 # (about 300 s, DeepGEMM's build included) do not fit together; `bench` + `sweep` do, `tests` + `extras`
@@ -162,9 +163,17 @@ if [ "$what" = streamk ]; then
 fi
 
 if [ "$what" = pending ]; then
-  # PYDG_PENDING names the A/Bs to run (default all three), e.g. "output splitk" where device time is short.
-  parts=" ${PYDG_PENDING:-output band splitk} "
-  ( if [[ $parts == *" output "* ]]; then
+  # PYDG_PENDING names the A/Bs to run (default evict, output and band; splitk ran at 2df89bd), e.g.
+  # "evict" where device time is short.
+  parts=" ${PYDG_PENDING:-evict output band} "
+  ( if [[ $parts == *" evict "* ]]; then
+      # Is 340 MB of B a loss with the hint (1 and 37 x 18432 x 18432 fell against DeepGEMM across runs),
+      # and do pairs at distance 32-48 (three or four readers of a box) gain with it?
+      echo "== B's loads evict-first in L2 or not (heuristics.B_EVICT_FIRST_MAX_DISTANCE)"
+      timeout 170 python3 scripts/ab_plans.py --iters 60 --toggle evictB 1,18432,18432 37,18432,18432 \
+        1,7168,18432 64,7168,16384 1,18432,7168 300,18432,7168 1000,7168,7168 1000,18432,7168 300,2048,18432
+    fi
+    if [[ $parts == *" output "* ]]; then
       echo "== output staged or not (4f65324 unstaged the multi-wave 256-row shapes)"
       timeout 160 python3 scripts/ab_plans.py --iters 20 --toggle output 4096,4096,7168 4096,7168,16384 6000,7168,7168 \
         2500,18432,7168 masked:4,256,4096,7168 masked:1,1024,4096,7168 1024,4096,7168
