@@ -50,7 +50,7 @@ def enabled() -> bool:
 
 def candidates(ranked: list[GemmPlan], count: int = CANDIDATES) -> list[GemmPlan]:
     """The plans to time: the model's first `count`, without repeats, then its first with B's L2 hint
-    the other way (heuristics.B_EVICT_FIRST_MAX_DISTANCE rests on timings of a few shapes; near the
+    the other way (heuristics.B_EVICT_FIRST_MAX_READERS rests on timings of a few shapes; near the
     limit either form has won by a few percent)."""
     chosen: list[GemmPlan] = []
     for plan in ranked:

@@ -1,4 +1,5 @@
 """The persistent tile walk covers every tile exactly once; pairs share what they multicast."""
+import collections
 import json
 import pathlib
 import random
@@ -7,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from pydg.scheduler import candidate_plans, choose_plan
-from pydg.scheduler.heuristics import B_EVICT_FIRST_MAX_DISTANCE, ranked_plans, rolled_k_loop
+from pydg.scheduler.heuristics import (B_EVICT_FIRST_MAX_BYTES, B_EVICT_FIRST_MAX_READERS, ranked_plans,
+                                      rolled_k_loop, with_b_evict_first)
 from pydg.scheduler.plan import MAX_SMEM_BYTES, GemmPlan, b_scale_blocks_per_tile, smem_bytes
 from pydg.scheduler.tiles import cta_tiles, fast_div, fast_divisor, raster_divisors, stream_k_partials
 from pydg.describe import default_operands, describe_gemm
@@ -501,21 +503,15 @@ def test_output_is_stored_in_swizzled_chunks_of_every_width(block_n):
     out.validate()
 
 
-def _measured_b_reuse_distance(plan: GemmPlan, grouping=()) -> int:
-    """The most walk positions between the first and last tile reading one box of B (group, column
-    block); tile i of a CTA is position i * num_sms + cta in the order the kernel hands tiles out."""
-    first, last = {}, {}
-    for cta, tiles in _walk(plan, grouping).items():
-        for i, tile in enumerate(tiles):
-            if tile.skip:
-                continue
-            box, position = (tile.group, tile.n_block), i * plan.num_sms + cta
-            first[box] = min(first.get(box, position), position)
-            last[box] = max(last.get(box, position), position)
-    return max((last[box] - first[box] for box in first), default=0)
+def _measured_b_readers(plan: GemmPlan, grouping=()) -> int:
+    """The most tiles of the walk that read one box of B (group, column block), skipped tiles not
+    counted."""
+    readers = collections.Counter(
+        (tile.group, tile.n_block) for tiles in _walk(plan, grouping).values() for tile in tiles if not tile.skip)
+    return max(readers.values(), default=0)
 
 
-def test_b_reuse_distance_is_the_walks():
+def test_b_readers_are_the_walks():
     rng = random.Random(11)
     checked = {"dense": 0, "masked": 0, "contiguous": 0}
     while min(checked.values()) < 40:
@@ -533,43 +529,51 @@ def test_b_reuse_distance_is_the_walks():
         if plan.num_tiles * plan.num_groups > 3000:
             continue
         if mode == "dense":
-            assert _measured_b_reuse_distance(plan) == plan.b_reuse_distance, plan.summary()
+            assert _measured_b_readers(plan) == plan.b_readers, plan.summary()
         elif mode == "masked":  # every group at the hint's rows
-            assert _measured_b_reuse_distance(plan, [m] * groups) == plan.b_reuse_distance, plan.summary()
+            assert _measured_b_readers(plan, [m] * groups) == plan.b_readers, plan.summary()
         else:  # experts in whole blocks of rows, some padding: the plan's figure bounds the walk's
             per_block = [rng.choice([-1] + list(range(groups))) for _ in range(plan.num_m_blocks)]
             m_indices = [e for e in sorted(per_block, key=lambda e: (e < 0, e)) for _ in range(block_m)]
-            assert _measured_b_reuse_distance(plan, m_indices) <= plan.b_reuse_distance, plan.summary()
+            assert _measured_b_readers(plan, m_indices) <= plan.b_readers, plan.summary()
         checked[mode] += 1
 
 
 @pytest.mark.parametrize("mode,m,n,k,groups,expected_m,evict_first", [
     ("dense", 64, 7168, 16384, 1, None, True), ("dense", 128, 24576, 1536, 1, None, True),
     ("dense", 300, 7168, 7168, 1, None, True), ("dense", 64, 32768, 512, 1, None, True),
+    ("dense", 300, 18432, 2048, 1, None, True), ("dense", 1000, 7168, 7168, 1, None, True),
     ("masked", 256, 7168, 2048, 4, 256, True), ("masked", 512, 7168, 2048, 2, 512, True),
-    ("masked", 1024, 4096, 7168, 1, 1024, False), ("dense", 1000, 18432, 2048, 1, None, False),
+    ("masked", 1024, 4096, 7168, 1, 1024, True), ("dense", 1000, 18432, 2048, 1, None, False),
+    ("dense", 1000, 2048, 2048, 1, None, False), ("dense", 1, 18432, 18432, 1, None, False),
     ("dense", 4096, 32768, 512, 1, None, False), ("dense", 4096, 7168, 16384, 1, None, False),
     ("contiguous", 4 * 8192, 4096, 7168, 4, None, False)])
-def test_b_loads_evict_first_where_its_readers_run_side_by_side(mode, m, n, k, groups, expected_m, evict_first):
+def test_b_loads_evict_first_where_few_tiles_read_each_box(mode, m, n, k, groups, expected_m, evict_first):
     plan = choose_plan(mode, m, n, k, groups, 132, expected_m=expected_m)
-    assert plan.b_evict_first == evict_first == (plan.b_reuse_distance <= B_EVICT_FIRST_MAX_DISTANCE)
+    assert plan.b_evict_first == evict_first
     assert plan.defines()["PYDG_B_EVICT_FIRST"] == ("true" if evict_first else "false")
     assert ("B evict-first in L2" in plan.summary()) == evict_first
     for ranked in ranked_plans(mode, m, n, k, groups, 132, expected_m=expected_m)[:5]:
-        assert ranked.b_evict_first == (ranked.b_reuse_distance <= B_EVICT_FIRST_MAX_DISTANCE)
+        few = ranked.b_readers <= B_EVICT_FIRST_MAX_READERS
+        assert ranked.b_evict_first == (few and ranked.b_bytes <= B_EVICT_FIRST_MAX_BYTES)
+
+
+def test_b_evict_first_limits_bound_the_hint():
+    plan = choose_plan("dense", 1, 7168, 7168, 1, 132)
+    assert plan.b_readers == 1 and plan.b_evict_first
+    assert not with_b_evict_first(replace(plan, m=plan.block_m * (B_EVICT_FIRST_MAX_READERS + 1))).b_evict_first
+    assert with_b_evict_first(replace(plan, m=plan.block_m * B_EVICT_FIRST_MAX_READERS)).b_evict_first
+    over = B_EVICT_FIRST_MAX_BYTES // (plan.n * plan.k) + 1
+    grouped = replace(plan, mode="masked", num_groups=over, expected_m=1)
+    assert grouped.b_bytes > B_EVICT_FIRST_MAX_BYTES and not with_b_evict_first(grouped).b_evict_first
 
 
 # The plans whose speed the last committed H100 benchmark measured (README, bench/NOTES.md): a change of
 # heuristics that moves one of them needs a new benchmark before its figures mean anything, and then
-# the files named here move to that run's. After the run of 7adbf95, B_EVICT_FIRST_MAX_DISTANCE went
-# from 16 to 2 on the same-run A/B of that session: the plans at distances 3 to 16 lost the hint again
-# and are the ones the run before (03271ae) measured.
-BENCHED_LIMIT = 16  # B_EVICT_FIRST_MAX_DISTANCE in the run of 7adbf95
+# the files named here move to that run's.
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "bench" / "results"
-BENCHED = [RESULTS / name for name in ("h100_2026-12-07c_dense_grouped_host_7adbf95.json",
-                                       "h100_2026-12-07c_shapes_7adbf95.json")]
-BENCHED_BEFORE = [RESULTS / name for name in ("h100_2026-12-07b_dense_grouped_host_03271ae.json",
-                                              "h100_2026-12-07b_shapes_03271ae.json")]
+BENCHED = [RESULTS / name for name in ("h100_2026-12-07d_dense_grouped_host_COMMIT.json",
+                                       "h100_2026-12-07d_shapes_COMMIT.json")]
 
 
 def _benched_plans(paths):
@@ -586,13 +590,11 @@ def _benched_plans(paths):
 
 
 BENCHED_PLANS = list(_benched_plans(BENCHED))
-PLANS_BENCHED_BEFORE = dict(_benched_plans(BENCHED_BEFORE))
 
 
 def test_benchmark_files_hold_every_section():
-    for plans in (dict(BENCHED_PLANS), PLANS_BENCHED_BEFORE):
-        modes = [args[3] for args in plans]
-        assert (modes.count("dense"), modes.count("contiguous"), modes.count("masked")) == (18 + 54, 4, 6)
+    modes = [args[3] for args in dict(BENCHED_PLANS)]
+    assert (modes.count("dense"), modes.count("contiguous"), modes.count("masked")) == (18 + 54, 4, 6)
 
 
 @pytest.mark.parametrize("args, benched", BENCHED_PLANS,
@@ -600,7 +602,4 @@ def test_benchmark_files_hold_every_section():
 def test_default_plans_are_the_ones_last_benchmarked(args, benched):
     m, n, k, mode, groups, expected_m, sms = args
     plan = describe_gemm(m, n, k, mode=mode, num_groups=groups, expected_m=expected_m, num_sms=sms, compile=False).plan
-    if B_EVICT_FIRST_MAX_DISTANCE < plan.b_reuse_distance <= BENCHED_LIMIT:
-        assert plan.summary() == PLANS_BENCHED_BEFORE[args] == benched.replace(", B evict-first in L2", "")
-    else:
-        assert plan.summary() == benched
+    assert plan.summary() == benched

@@ -275,10 +275,9 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                         tma_load_3d(map_a, bar, a_dst, k, m_row, group_a);
                         tma_load_3d(map_sa, bar, sa_dst, m_row, kb, group_a);
                     }
-                    // kBEvictFirst (GemmPlan.b_evict_first): the tiles that read this box of B run
-                    // side by side, so its lines are read again soon or never, and L2 may drop them
-                    // first. Measured, not derived: faster where B streams from device memory, much
-                    // slower where a later wave reads B again (B_EVICT_FIRST_MAX_DISTANCE).
+                    // kBEvictFirst (GemmPlan.b_evict_first): few tiles read this box of B, so L2 may
+                    // drop its lines first. Measured, not derived: faster where B streams from device
+                    // memory, much slower where many later tiles read B again (B_EVICT_FIRST_MAX_READERS).
                     if (kMulticastB && !tile.own_b) {
                         if (cta_rank == 0)
                             tma_load_3d_multicast<kBEvictFirst>(&tma_b, bar, b_dst, k, n_row, group_b, 0x3);

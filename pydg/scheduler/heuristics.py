@@ -97,24 +97,25 @@ SPLIT_K = False
 # ties with it and would win the tie on less tile work, with no gain to show for its hand-overs. Not yet
 # fitted: no split has won on a GPU.
 SPLIT_K_MIN_GAIN = 0.1
-# B's loads marked evict-first in L2 (GemmPlan.b_evict_first) where every tile that reads a box of B
-# lies within this many tiles of the walk of the first (GemmPlan.b_reuse_distance): at most three
-# consecutive tiles, which run side by side. Measured, not derived; same-run H100 timings, 2026-12-07:
-# - The kernel with the hint against without (scripts/ab_kernels.py, 80 pairs): 1.035-1.158x faster at
-#   distance 0-2 (64 x 7168 x 16384, 64 x 2112 / 4096 x 7168, 128 x 24576 x 1536, 128 x 7168 x 16384,
-#   1 x 7168 x 18432, 37 x 18432 x 7168, 300 x 7168 x 7168, masked 4 x 256); with A's loads also
-#   evict-last, 0.78x on 4096 x 32768 x 512 and 0.97x on 4096 x 7168 x 16384 (distance 240), whose later
-#   waves read B again from L2.
-# - The plan toggled (scripts/ab_plans.py --toggle evictB, 40 pairs): 1.02-1.08x faster at distance 0-1
-#   (64 / 128 x 32768 x 512, 128 x 4096 x 7168, masked 2 x 512 x 7168 x 2048); within 0.5% at 3 and 4
-#   (masked 1 x 1024, 300 x 2048 x 7168); at 7, 1.000x, 0.984x and 0.954x (1000 x 18432 x 7168,
-#   1000 x 2048 x 7168, 1000 x 18432 x 2048: eight row blocks of 128 read each box); 0.999x at 207.
-#   Pairs sharing A, n inner, ran 1.01x and 1.03x faster with it at 32 and 48 (300 x 18432 x 7168,
-#   1000 x 7168 x 7168): a gain left for a rule that knows why.
-# - Not same-run: in the bench of 7adbf95 (hinted) 1 and 37 x 18432 x 18432 (distance 0, 340 MB of B)
-#   ran 0.97x and 0.95x DeepGEMM against 1.01x at 03271ae (unhinted); other shapes moved by up to 5%
-#   between the two runs with no change, so this waits for an A/B.
-B_EVICT_FIRST_MAX_DISTANCE = 2
+# B's loads marked evict-first in L2 (GemmPlan.b_evict_first) where at most this many tiles read each
+# box of B (GemmPlan.b_readers) and B is at most B_EVICT_FIRST_MAX_BYTES. Measured, not derived:
+# same-run plan A/Bs on the H100 (scripts/ab_plans.py --toggle evictB), time with the hint against
+# without, 2026-12-07 (bench/results/h100_2026-12-07c_ab_evict_b_7adbf95.txt and the
+# h100_2026-12-07d_ab_evict_b_*.txt files):
+# - 1 or 2 readers: 2-9% faster (64 / 128 x 32768 x 512, 128 x 4096 x 7168, 64 x 7168 x 16384,
+#   1 x 7168 x 18432, 1 x 18432 x 7168, masked 2 x 512).
+# - 3 or 4 readers: 0 to 16% faster, whether the readers follow each other in the walk (m inner:
+#   300 x 7168 x 7168 / 2048 / 18432, 6-16%) or lie a band apart (n inner: 300 x 18432 x 2048 / 7168,
+#   1000 x 7168 x 7168, 3-6%; 1000 x 7168 x 2048 / 18432, even).
+# - 5 to 8 readers: mostly slower (1000 x 2048 x 2048 8%, 1000 x 18432 x 2048 4.6%, 300 x 2048 x 18432
+#   2.3%, 1000 x 2048 x 7168 1.6%; 1000 x 18432 x 7168 and 300 x 2048 x 7168 even), once faster
+#   (1000 x 2048 x 18432, 3%); 32 readers (4096 x 32768 x 512, B read again by later waves): 22% slower
+#   (with A's loads also marked evict-last).
+B_EVICT_FIRST_MAX_READERS = 4
+# 1 and 37 x 18432 x 18432 (340 MB of B, one reader) ran 5% slower with the hint, where 117-132 MB of B
+# (the shapes above) ran faster; 300 x 18432 x 18432 (three readers) ran 1% faster. The limit lies
+# between the two sizes measured; why the largest B loses is not known.
+B_EVICT_FIRST_MAX_BYTES = 256 << 20
 
 
 def max_stages(block_m: int, block_n: int, k: int, smem_limit: int = MAX_SMEM_BYTES,
@@ -301,9 +302,10 @@ def fit_grid(plan: GemmPlan) -> GemmPlan:
 
 
 def with_b_evict_first(plan: GemmPlan) -> GemmPlan:
-    """The plan with B's loads marked evict-first in L2 where its reuse distance allows
-    (B_EVICT_FIRST_MAX_DISTANCE)."""
-    return replace(plan, b_evict_first=plan.b_reuse_distance <= B_EVICT_FIRST_MAX_DISTANCE)
+    """The plan with B's loads marked evict-first in L2 where few tiles read each box of B and B is
+    not too big (B_EVICT_FIRST_MAX_READERS, B_EVICT_FIRST_MAX_BYTES)."""
+    hint = plan.b_readers <= B_EVICT_FIRST_MAX_READERS and plan.b_bytes <= B_EVICT_FIRST_MAX_BYTES
+    return replace(plan, b_evict_first=hint)
 
 
 def ranked_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int,

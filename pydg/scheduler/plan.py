@@ -66,7 +66,7 @@ class GemmPlan:
     writes D. One-accumulator loop, output in an area of its own, no early start, no prefetch.
     Off by default: slower on every shape timed on the H100 (bench/NOTES.md, 2026-12-06).
     b_evict_first: B's loads carry an L2 evict-first policy (heuristics.with_b_evict_first sets it
-    where the tiles that read a box of B run close together in the walk: b_reuse_distance).
+    where few tiles read each box of B, b_readers, and B is not too big, b_bytes).
     """
 
     mode: str
@@ -215,23 +215,17 @@ class GemmPlan:
         return self.num_m_blocks * self.num_n_blocks
 
     @property
-    def b_reuse_distance(self) -> int:
-        """The most tiles of the walk (scheduler.cuh's order, tiles.py) between the first and the last
-        tile that read one box of B (one group's block of columns): the row blocks of a column block
-        follow each other where the walk is m inner and one band holds them all, and lie a band's
-        width apart where it is n inner. Masked groups count the hint's rows; contiguous experts are
-        taken as one (their sizes are the GPU's to read), an upper bound."""
+    def b_readers(self) -> int:
+        """Tiles that read one box of B (one group's block of columns): the row blocks of a group.
+        Masked groups count the hint's rows; contiguous experts are taken as one (their sizes are the
+        GPU's to read), an upper bound."""
         rows = self.expected_m if self.mode == "masked" else self.m
-        m_blocks = ceil_div(rows, self.block_m)
-        if m_blocks <= 1:
-            return 0
-        if self.inner_axis == "n":
-            return (m_blocks - 1) * min(self.band, self.num_n_blocks)
-        if m_blocks <= self.band:
-            return m_blocks - 1
-        # Column block 0's first reader is the walk's first tile, its last the last band's first row.
-        last_width = m_blocks - (m_blocks - 1) // self.band * self.band
-        return (m_blocks - last_width) * self.num_n_blocks + last_width - 1
+        return ceil_div(rows, self.block_m)
+
+    @property
+    def b_bytes(self) -> int:
+        """Bytes of B (E4M3) the GEMM reads, all groups."""
+        return self.num_groups * self.n * self.k
 
     @property
     def grid(self) -> tuple[int, int, int]:
