@@ -100,7 +100,7 @@ SPLIT_K_MIN_GAIN = 0.1
 # B's loads marked evict-first in L2 (GemmPlan.b_evict_first) where at most this many tiles read each
 # box of B (GemmPlan.b_readers) and B is at most B_EVICT_FIRST_MAX_BYTES. Measured, not derived:
 # same-run plan A/Bs on the H100 (scripts/ab_plans.py --toggle evictB), time with the hint against
-# without, 2026-12-07 (bench/results/h100_2026-12-07c_ab_evict_b_7adbf95.txt and the
+# without, 2026-12-07 (bench/results/h100_2026-12-07c_ab_evict_b_7adbf95.txt and
 # h100_2026-12-07d_ab_evict_b_bc24410.txt):
 # - 1 or 2 readers: 2-9% faster (64 / 128 x 32768 x 512, 128 x 4096 x 7168, 64 x 7168 x 16384,
 #   1 x 7168 x 18432, 1 x 18432 x 7168, masked 2 x 512).
