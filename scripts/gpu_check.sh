@@ -163,12 +163,10 @@ if [ "$what" = streamk ]; then
 fi
 
 if [ "$what" = pending ]; then
-  # PYDG_PENDING names the A/Bs to run (default evict, output and band; splitk ran at 2df89bd), e.g.
-  # "evict" where device time is short.
-  parts=" ${PYDG_PENDING:-evict output band} "
+  # PYDG_PENDING names the A/Bs to run (default output and band; evict ran at bc24410, splitk at 2df89bd).
+  parts=" ${PYDG_PENDING:-output band} "
   ( if [[ $parts == *" evict "* ]]; then
-      # Is 340 MB of B a loss with the hint (1 and 37 x 18432 x 18432 fell against DeepGEMM across runs),
-      # and do pairs at distance 32-48 (three or four readers of a box) gain with it?
+      # The shapes that set the readers rule and the byte cap (bench/NOTES.md, 2026-12-07d).
       echo "== B's loads evict-first in L2 or not (heuristics.B_EVICT_FIRST_MAX_READERS, _BYTES)"
       timeout 170 python3 scripts/ab_plans.py --iters 60 --toggle evictB 1,18432,18432 37,18432,18432 \
         1,7168,18432 64,7168,16384 1,18432,7168 300,18432,7168 1000,7168,7168 1000,18432,7168 300,2048,18432
