@@ -25,10 +25,10 @@
 # streamk: stream-K's GPU tests (tests/test_stream_k_gpu.py, at most PYDG_TEST_S, 200 s; a lost partial
 # hangs the owner) and, if they pass, scripts/ab_stream_k.py on the shapes given or the default list (at
 # most PYDG_AB_S, 240 s), into $OUT/streamk.log.
-# pending: the same-run A/Bs that wait on a GPU (bench/NOTES.md, newest entry), into $OUT/pending.log:
-# B's L2 evict-first hint toggled where its limit is in doubt, the output staged or not on the shapes
-# whose plan 4f65324 changed, the tile walk's band width on the contiguous shapes, and (named only)
-# stream-K's share-out as a split-K on the small-M shapes (scripts/ab_split_k.py);
+# pending: the same-run A/Bs named in PYDG_PENDING (all have run once; bench/NOTES.md says where), into
+# $OUT/pending.log: evict (B's L2 evict-first hint toggled on the shapes of its rule), output (the
+# output staged or not on the shapes whose plan 4f65324 changed), band (the tile walk's band width),
+# splitk (stream-K's share-out as a split-K on the small-M shapes, scripts/ab_split_k.py);
 # at most 400 s (about 300); no DeepGEMM needed, but with .anchor carried its build runs first (about
 # 120 s, before any timing), and a bench call on the same warm machine then skips it.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
@@ -163,8 +163,9 @@ if [ "$what" = streamk ]; then
 fi
 
 if [ "$what" = pending ]; then
-  # PYDG_PENDING names the A/Bs to run (default output and band; evict ran at bc24410, splitk at 2df89bd).
-  parts=" ${PYDG_PENDING:-output band} "
+  # evict ran at bc24410, output and band at 1ba1d68, splitk at 2df89bd.
+  parts=" ${PYDG_PENDING:-} "
+  [ "$parts" = "  " ] && { echo "nothing pending: name the A/Bs, e.g. PYDG_PENDING='evict band'"; exit 2; }
   ( if [[ $parts == *" evict "* ]]; then
       # The shapes that set the readers rule and the byte cap (bench/NOTES.md, 2026-12-07d).
       echo "== B's loads evict-first in L2 or not (heuristics.B_EVICT_FIRST_MAX_READERS, _BYTES)"
