@@ -61,6 +61,11 @@ mkdir -p "$OUT"
     python3 -c "${pre}import torch; print('import ${pre}torch: ok', torch.__version__)" 2>&1 | tail -n 3; done
 } > "$OUT/env.txt" 2>&1
 
+# Checked before DeepGEMM's build, which would cost a call with nothing to run about 120 s.
+if [ "$what" = pending ] && [ -z "${PYDG_PENDING:-}" ]; then
+  echo "nothing pending: name the A/Bs, e.g. PYDG_PENDING='evict band'"; exit 2
+fi
+
 # DeepGEMM 2.8, built once per machine into /tmp/dg by the anchor's script (it keeps the build log in $OUT).
 # Its JIT compiles with nvcc at call time, so its include path and cache must be set for the bench too.
 if [ -f .anchor/run_anchor.sh ]; then
@@ -165,7 +170,6 @@ fi
 if [ "$what" = pending ]; then
   # evict ran at bc24410, output and band at 1ba1d68, splitk at 2df89bd.
   parts=" ${PYDG_PENDING:-} "
-  [ "$parts" = "  " ] && { echo "nothing pending: name the A/Bs, e.g. PYDG_PENDING='evict band'"; exit 2; }
   ( if [[ $parts == *" evict "* ]]; then
       # The shapes that set the readers rule and the byte cap (bench/NOTES.md, 2026-12-07d).
       echo "== B's loads evict-first in L2 or not (heuristics.B_EVICT_FIRST_MAX_READERS, _BYTES)"
