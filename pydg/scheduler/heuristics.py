@@ -109,8 +109,8 @@ SPLIT_K_MIN_GAIN = 0.1
 #   1000 x 7168 x 7168, 3-6%; 1000 x 7168 x 2048 / 18432, even).
 # - 5 to 8 readers: mostly slower (1000 x 2048 x 2048 8%, 1000 x 18432 x 2048 4.6%, 300 x 2048 x 18432
 #   2.3%, 1000 x 2048 x 7168 1.6%; 1000 x 18432 x 7168 and 300 x 2048 x 7168 even), once faster
-#   (1000 x 2048 x 18432, 3%); 32 readers (4096 x 32768 x 512, B read again by later waves): 22% slower
-#   (with A's loads also marked evict-last).
+#   (1000 x 2048 x 18432, 3%); 32 readers (4096 x 32768 x 512, B read again by later waves): 0.78x
+#   the speed (scripts/ab_kernels.py, with A's loads also marked evict-last).
 B_EVICT_FIRST_MAX_READERS = 4
 # 1 and 37 x 18432 x 18432 (340 MB of B, one reader) ran 5% slower with the hint, where 117-132 MB of B
 # (the shapes above) ran faster; 300 x 18432 x 18432 (three readers) ran 1% faster. The limit lies
