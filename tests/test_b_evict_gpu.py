@@ -5,8 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from test_early_start_gpu import EXPERT_SIZES, contiguous_matches_own, dense_matches_own, masked_matches_own
-from test_output_in_stages_gpu import _first
+from variant_checks import EXPERT_SIZES, candidate, contiguous_matches_own, dense_matches_own, masked_matches_own
 
 pytestmark = pytest.mark.gpu
 
@@ -30,18 +29,18 @@ DENSE = [
 
 @pytest.mark.parametrize("m,n,k,block_m,block_n,cluster,multicast", DENSE)
 def test_dense(m, n, k, block_m, block_n, cluster, multicast):
-    own, hinted = _pair(_first("dense", m, n, k, 1, block_m, block_n, cluster, multicast))
+    own, hinted = _pair(candidate("dense", m, n, k, 1, block_m, block_n, cluster, multicast))
     dense_matches_own(own, hinted, m, n, k)
 
 
 def test_masked():
     groups, m_max, n, k = 5, 256, 7168, 640
-    own, hinted = _pair(_first("masked", m_max, n, k, groups, 256, 112, 1, "none", expected_m=m_max))
+    own, hinted = _pair(candidate("masked", m_max, n, k, groups, 256, 112, 1, "none", expected_m=m_max))
     masked_matches_own(own, hinted, groups, m_max, n, k, seed=7)
 
 
 @pytest.mark.parametrize("block_m,block_n,multicast", [(128, 192, "b"), (64, 128, "a")])
 def test_contiguous_with_padding_blocks(block_m, block_n, multicast):
     n, k = 4096, 768
-    contiguous_matches_own(lambda rows: _pair(_first("contiguous", rows, n, k, len(EXPERT_SIZES), block_m, block_n, 2, multicast)),
+    contiguous_matches_own(lambda rows: _pair(candidate("contiguous", rows, n, k, len(EXPERT_SIZES), block_m, block_n, 2, multicast)),
                            n, k)

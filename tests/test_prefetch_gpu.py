@@ -9,8 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from test_early_start_gpu import EXPERT_SIZES, contiguous_matches_own, dense_matches_own, masked_matches_own
-from test_output_in_stages_gpu import _first
+from variant_checks import EXPERT_SIZES, candidate, contiguous_matches_own, dense_matches_own, masked_matches_own
 
 pytestmark = pytest.mark.gpu
 
@@ -37,7 +36,7 @@ DENSE = [
 
 @pytest.mark.parametrize("m,n,k,block_m,block_n,cluster,multicast,distance,early", DENSE)
 def test_dense(m, n, k, block_m, block_n, cluster, multicast, distance, early):
-    own, ahead = _pair(_first("dense", m, n, k, 1, block_m, block_n, cluster, multicast), distance, early)
+    own, ahead = _pair(candidate("dense", m, n, k, 1, block_m, block_n, cluster, multicast), distance, early)
     assert ahead.num_tiles > 1.5 * ahead.num_sms, ahead.summary()
     dense_matches_own(own, ahead, m, n, k)
 
@@ -47,7 +46,7 @@ def test_dense(m, n, k, block_m, block_n, cluster, multicast, distance, early):
 def test_masked(groups, m_max, block_m, block_n, distance):
     """The next tile is often another group's, or past an empty group."""
     n, k = 7168, 640
-    own, ahead = _pair(_first("masked", m_max, n, k, groups, block_m, block_n, 1, "none", expected_m=m_max), distance)
+    own, ahead = _pair(candidate("masked", m_max, n, k, groups, block_m, block_n, 1, "none", expected_m=m_max), distance)
     masked_matches_own(own, ahead, groups, m_max, n, k, seed=groups * m_max + block_n)
 
 
@@ -57,5 +56,5 @@ def test_contiguous_with_padding_blocks(block_m, block_n, multicast, distance):
     """Padding blocks are skipped (nothing prefetched for them), and in pairs sharing B one CTA's block
     may be padding (an idle tile) or the two blocks' experts may differ (each CTA loads its own B)."""
     n, k = 4096, 768
-    contiguous_matches_own(lambda rows: _pair(_first("contiguous", rows, n, k, len(EXPERT_SIZES), block_m, block_n,
+    contiguous_matches_own(lambda rows: _pair(candidate("contiguous", rows, n, k, len(EXPERT_SIZES), block_m, block_n,
                                                      2, multicast), distance), n, k)

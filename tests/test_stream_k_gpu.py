@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from gpu_util import DIFF_LIMIT, calc_diff, dequantize, launch_plan, nan_like, quantized_pair, torch_module
-from test_output_in_stages_gpu import _first
+from variant_checks import candidate
 
 pytestmark = pytest.mark.gpu
 
@@ -95,7 +95,7 @@ DENSE = [
 @pytest.mark.parametrize("m,n,k,block_m,block_n,cluster,multicast,num_sms", DENSE)
 def test_dense(m, n, k, block_m, block_n, cluster, multicast, num_sms):
     torch = torch_module()
-    plain, shared = _shared_out(_first("dense", m, n, k, 1, block_m, block_n, cluster, multicast), num_sms)
+    plain, shared = _shared_out(candidate("dense", m, n, k, 1, block_m, block_n, cluster, multicast), num_sms)
     assert shared.stream_k_tiles > 0, shared.summary()
     _check(torch, plain, shared, m, n, k, seed=m + n + k)
     _check(torch, plain, shared, m, n, k, seed=m + n + k + 1)  # a second launch on new data
@@ -107,7 +107,7 @@ def _prepared(torch, m, n, k, seed):
     from pydg.arrays import array_info
     from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
 
-    _, shared = _shared_out(_first("dense", m, n, k, 1, 256, 128, 2, "a"))
+    _, shared = _shared_out(candidate("dense", m, n, k, 1, 256, 128, 2, "a"))
     gen = torch.Generator(device="cuda").manual_seed(seed)
     a, sa = quantized_pair(torch, m, k, per_block=False, gen=gen)
     b, sb = quantized_pair(torch, n, k, per_block=True, gen=gen)
