@@ -12,7 +12,8 @@
 # .anchor, DeepGEMM's, for each shape given as plan_sweep.py takes them (dense or grouped; default
 # 4096,2112,7168 and 64,2112,7168), into
 # $OUT/profile.txt. PYDG_NCU_CLOCKS=none profiles at the GPU's own clocks (ncu locks them to base by
-# default, where a 12 us kernel may rank otherwise than in the bench).
+# default, where a 12 us kernel may rank otherwise than in the bench). PYDG_NCU_METRICS adds ncu metrics by
+# name, comma-separated (e.g. dram__bytes_read.sum,lts__t_sector_hit_rate.pct).
 # options: the GPU tests of the kernel options not yet chosen by the heuristic (the early start,
 # tests/test_early_start_gpu.py; B's L2 prefetch, tests/test_prefetch_gpu.py; at most PYDG_TEST_S,
 # 200 s) and, if they pass, their same-run A/B (scripts/ab_plans.py --toggle $PYDG_TOGGLES, default
@@ -208,10 +209,11 @@ if [ "$what" = profile ]; then
       env -u DG_PRINT_CONFIGS ncu --kernel-name regex:"$kernel" --launch-skip 3 --launch-count 1 --clock-control "${PYDG_NCU_CLOCKS:-base}" \
         --section SpeedOfLight --section WarpStateStats --section ComputeWorkloadAnalysis \
         --section MemoryWorkloadAnalysis --section SchedulerStats --section LaunchStats --section InstructionStats \
+        ${PYDG_NCU_METRICS:+--metrics "$PYDG_NCU_METRICS"} \
         python3 scripts/profile_shape.py "$shape" "${dg[@]}" 2>&1 | grep -v "^==PROF=="
     done
   done > "$OUT/profile.txt" 2>&1
-  grep -E "^==== |pydg_fp8_gemm|sm90_fp8_gemm|Duration|Compute \(SM\) Throughput|Memory Throughput" "$OUT/profile.txt"
+  grep -E "^==== |Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|L2 Hit Rate|highest-utilized|dram__|lts__|sm__" "$OUT/profile.txt"
   # PYDG_PROFILE_SOURCE=1: the first shape's warp-stall samples per SASS instruction, one CSV per
   # kernel ($OUT/source_<kernel>.csv; scripts/stall_report.py sums them by code region).
   if [ "${PYDG_PROFILE_SOURCE:-0}" = 1 ]; then
