@@ -1,9 +1,12 @@
 """How many bytes the heuristic's plan of a shape would read from device memory if L2 were one LRU
-cache of --l2-mb megabytes (default 50, the H100's): a CPU model of the tile walk, not a measurement.
+cache of --l2-mb megabytes: a CPU model of the tile walk, not a measurement. The default, 25, is one
+of the H100's two 25 MB partitions, not the whole 50: against ncu's DRAM bytes (H100, 2026-12-07,
+bench/NOTES.md) 25 MB gives 1307 MB for contiguous 8 x 4096 x 4096 x 7168 (measured 1240) and 570 for
+4096 x 7168 x 16384 (measured 580), where 50 MB gave 715 and 570.
 The CTAs step together, one tile each, and within a tile one k-block each: every k-block touches A's
 box and B's box (a pair sharing B by multicast touches B once), every tile then writes its output
-tile into L2. It ignores L2's two partitions, its sectors, the scales and timing; it says whether two
-walks move different bytes, which ncu's DRAM counters then confirm or not.
+tile into L2. It ignores L2's sectors, the scales and timing; it says whether two walks move
+different bytes, which ncu's DRAM counters then confirm or not.
 usage: python scripts/l2_walk_model.py [--l2-mb N] SHAPE [SHAPE ...]
 SHAPE: M,N,K (dense), contiguous:G,M,N,K or masked:G,M,N,K (M rows per group, every group full)."""
 import sys
@@ -89,7 +92,7 @@ def device_reads(plan: GemmPlan, grouping: list[int], l2_bytes: int) -> int:
 
 
 def main(argv: list[str]) -> None:
-    l2_mb = 50
+    l2_mb = 25
     if argv[:1] == ["--l2-mb"]:
         l2_mb, argv = int(argv[1]), argv[2:]
     if not argv:
