@@ -11,8 +11,8 @@ from dataclasses import replace
 
 import pytest
 
-from gpu_util import DIFF_LIMIT, calc_diff, dequantize, launch_plan, nan_like, quantized_pair, torch_module
-from variant_checks import candidate
+from gpu_util import DIFF_LIMIT, calc_diff, dequantize, nan_like, quantized_pair, torch_module
+from variant_checks import candidate, dense_checked
 
 pytestmark = pytest.mark.gpu
 
@@ -45,18 +45,7 @@ def _flags(torch, stream: int) -> list[int]:
 
 def _check(torch, plain, shared, m, n, k, seed):
     gen = torch.Generator(device="cuda").manual_seed(seed)
-    a, sa = quantized_pair(torch, m, k, per_block=False, gen=gen)
-    b, sb = quantized_pair(torch, n, k, per_block=True, gen=gen)
-    expected = nan_like(torch, (m, n))
-    launch_plan(torch, plain, (a, sa, b, sb, expected))
-    buffer = nan_like(torch, (m + 64, n))
-    launch_plan(torch, shared, (a, sa, b, sb, buffer[:m]))
-    torch.cuda.synchronize()
-    reference = dequantize(torch, a, sa, False) @ dequantize(torch, b, sb, True).T
-    out = buffer[:m]
-    assert not out.isnan().any(), shared.summary()
-    assert buffer[m:].isnan().all(), shared.summary()
-    assert calc_diff(torch, out, reference) <= DIFF_LIMIT, shared.summary()
+    out, expected = dense_checked(plain, shared, m, n, k, gen)
     # The split sums round differently in FP32, so a BF16 output may differ by a rounding step.
     close = torch.isclose(out.float(), expected.float(), rtol=2 ** -7, atol=1e-2)
     assert bool(close.all()), (shared.summary(), int((~close).sum()))

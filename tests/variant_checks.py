@@ -26,12 +26,12 @@ def candidate(mode, m, n, k, groups, block_m, block_n, cluster, multicast, expec
     raise AssertionError(f"no {block_m}x{block_n} plan for {mode} {m}x{n}x{k}")
 
 
-def dense_matches_own(own, other, m: int, n: int, k: int) -> None:
-    """`other` (`own` with an option on): right against the reference, nothing written past the
-    output's rows, and bit for bit `own`'s."""
+def dense_checked(own, other, m: int, n: int, k: int, gen=None):
+    """Both plans on the same random inputs; `other`'s output checked right against the reference and
+    nothing written past its rows. Returns (other's output, own's)."""
     torch = torch_module()
-    a, sa = quantized_pair(torch, m, k, per_block=False)
-    b, sb = quantized_pair(torch, n, k, per_block=True)
+    a, sa = quantized_pair(torch, m, k, per_block=False, gen=gen)
+    b, sb = quantized_pair(torch, n, k, per_block=True, gen=gen)
     expected = nan_like(torch, (m, n))
     launch_plan(torch, own, (a, sa, b, sb, expected))
     buffer = nan_like(torch, (m + 64, n))
@@ -41,7 +41,13 @@ def dense_matches_own(own, other, m: int, n: int, k: int) -> None:
     assert not buffer[:m].isnan().any(), other.summary()
     assert buffer[m:].isnan().all(), other.summary()
     assert calc_diff(torch, buffer[:m], reference) <= DIFF_LIMIT, other.summary()
-    assert torch.equal(buffer[:m], expected), other.summary()
+    return buffer[:m], expected
+
+
+def dense_matches_own(own, other, m: int, n: int, k: int) -> None:
+    """`other` (`own` with an option on): checked as dense_checked does, and bit for bit `own`'s."""
+    out, expected = dense_checked(own, other, m, n, k)
+    assert torch_module().equal(out, expected), other.summary()
 
 
 def masked_matches_own(own, other, groups: int, m_max: int, n: int, k: int, seed: int) -> None:
