@@ -1,6 +1,7 @@
 """Warp-stall samples per SASS instruction from `gpu_check.sh profile` with PYDG_PROFILE_SOURCE=1
 (ncu's source page as CSV): the instructions that hold the most samples, with their main stall
-reasons, and the totals per reason.
+reasons, the totals per reason, and the samples per kind of instruction (waiting for wgmma, issuing
+it, promoting with FFMA, the rest): two kernels that run the same wgmma stream compare there.
 usage: python scripts/stall_report.py source_<kernel>.csv [--top N] [--all]
 --all: print every instruction (address order) with its samples, to read a loop's listing."""
 import csv
@@ -21,6 +22,20 @@ def rows(path: str):
             yield dict(zip(header, row))
 
 
+KINDS = (("wgmma wait", "WARPGROUP.DEPBAR"), ("wgmma issue", "QGMMA"), ("promotion FFMA", "FFMA"))
+
+
+def samples_by_kind(records) -> dict[str, int]:
+    """Samples per kind of instruction (KINDS, by opcode; the rest as "other")."""
+    counts = dict.fromkeys([kind for kind, _ in KINDS] + ["other"], 0)
+    for r in records:
+        opcode = r["Source"].split()
+        opcode = opcode[1] if opcode and opcode[0].startswith("@") and len(opcode) > 1 else (opcode or [""])[0]
+        kind = next((kind for kind, prefix in KINDS if opcode.startswith(prefix)), "other")
+        counts[kind] += int(r["Warp Stall Sampling (All Samples)"] or 0)
+    return counts
+
+
 def main(path: str, top: int, every: bool) -> None:
     records = list(rows(path))
     reasons = [key for key in (records[0] if records else {}) if key.startswith("stall_") and "Not Issued" not in key]
@@ -35,6 +50,9 @@ def main(path: str, top: int, every: bool) -> None:
     for key, value in total.most_common():
         if value:
             print(f"  {key:24s} {value:8d} {value / max(samples_all, 1):6.1%}")
+    print("by kind:")
+    for kind, value in samples_by_kind(records).items():
+        print(f"  {kind:24s} {value:8d} {value / max(samples_all, 1):6.1%}")
 
     def line(r) -> str:
         samples = int(r["Warp Stall Sampling (All Samples)"] or 0)
