@@ -18,7 +18,8 @@ from pydg.kernels.source import compile_plan
 from pydg.kernels.fp8_gemm import GemmLauncher
 from pydg.scheduler.heuristics import choose_plan
 
-from plan_sweep import alternate, shape_of, with_reference  # noqa: E402  (scripts/ is on sys.path when run as a script)
+from plan_sweep import alternate, with_reference  # noqa: E402  (scripts/ is on sys.path when run as a script)
+from shapes import shape_of  # noqa: E402
 
 PACKAGE_DIR = source.KERNEL_DIR
 

@@ -26,7 +26,8 @@ from pydg.scheduler.heuristics import estimate_seconds, ranked_plans
 from pydg.kernels.source import compile_plan
 
 from plan_sweep import (alternate, toggled_b_evict_first, toggled_early, toggled_inner, toggled_output,  # noqa: E402
-                        toggled_pair_a, toggled_prefetch, shape_of, with_reference)  # (scripts/ is on sys.path when run as a script)
+                        toggled_pair_a, toggled_prefetch, with_reference)  # (scripts/ is on sys.path when run as a script)
+from shapes import shape_of  # noqa: E402
 
 TOGGLES = {"output": toggled_output, "inner": toggled_inner, "early": toggled_early, "pairA": toggled_pair_a,
            "evictB": toggled_b_evict_first}

@@ -14,7 +14,7 @@ from pydg.scheduler import heuristics
 from pydg.scheduler.heuristics import ranked_plans, with_split_k
 
 from ab_plans import parse_options, time_all  # noqa: E402  (scripts/ is on sys.path when run as a script)
-from plan_sweep import shape_of  # noqa: E402
+from shapes import shape_of  # noqa: E402
 
 
 def model_split(mode: str, m: int, n: int, k: int, groups: int, num_sms: int, expected) -> object:

@@ -10,7 +10,7 @@ import torch
 from pydg.scheduler.heuristics import estimate_seconds, ranked_plans, with_stream_k
 
 from ab_plans import parse_options, time_all  # noqa: E402  (scripts/ is on sys.path when run as a script)
-from plan_sweep import shape_of  # noqa: E402
+from shapes import shape_of  # noqa: E402
 
 
 def plans_of(spec: str) -> list:

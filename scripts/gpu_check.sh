@@ -29,7 +29,8 @@
 # pending: the same-run A/Bs named in PYDG_PENDING (all have run once; bench/NOTES.md says where), into
 # $OUT/pending.log: evict (B's L2 evict-first hint toggled on the shapes of its rule), output (the
 # output staged or not on the shapes whose plan 4f65324 changed), band (the tile walk's band width),
-# splitk (stream-K's share-out as a split-K on the small-M shapes, scripts/ab_split_k.py);
+# splitk (stream-K's share-out as a split-K on the small-M shapes, scripts/ab_split_k.py), early (the early start
+# toggled on the contiguous, masked 4 x 256 and the dense shapes behind DeepGEMM);
 # at most 400 s (about 300); no DeepGEMM needed, but with .anchor carried its build runs first (about
 # 120 s, before any timing), and a bench call on the same warm machine then skips it.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
@@ -186,6 +187,14 @@ if [ "$what" = pending ]; then
       echo "== band width of the tile walk"
       timeout 70 python3 scripts/ab_plans.py --iters 20 --toggle band8,band32 contiguous:8,4096,4096,7168 \
         contiguous:4,8192,4096,7168 4096,4096,7168 4096,7168,16384
+    fi
+    if [[ $parts == *" early "* ]]; then
+      # Last timed in the eighteenth session (0.988x contiguous 8 x 4096, 0.982x masked 4 x 256 x 7168 x 2048),
+      # on kernels since changed; the three dense shapes are those still behind DeepGEMM.
+      echo "== the next tile's first wgmma issued before the epilogue's stores or not"
+      timeout 200 python3 scripts/ab_plans.py --iters 20 --toggle early contiguous:8,4096,4096,7168 \
+        contiguous:4,8192,4096,7168 contiguous:8,4096,7168,2048 contiguous:4,8192,7168,2048 masked:4,256,7168,2048 \
+        masked:4,256,4096,7168 4096,7168,16384 4096,4096,7168 4096,32768,512
     fi
     if [[ $parts == *" splitk "* ]]; then
       echo "== split-K for small M"

@@ -39,17 +39,6 @@ def time_us(fn, iters=20):
     return times[len(times) // 2]
 
 
-def shape_of(spec: str):
-    """(mode, plan arguments (m, n, k, groups, expected_m)) of a SHAPE argument, as choose_plan takes them."""
-    mode, _, dims = spec.rpartition(":")
-    mode = mode or "dense"
-    if mode == "dense":
-        m, n, k = map(int, dims.split(","))
-        return mode, (m, n, k, 1, None)
-    groups, m, n, k = map(int, dims.split(","))
-    return mode, ((groups * m if mode == "contiguous" else m), n, k, groups, m if mode == "masked" else None)
-
-
 def problem(spec: str):
     """(mode, plan arguments, arrays, pydg's own call) of a SHAPE argument."""
     mode, _, dims = spec.rpartition(":")
