@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import pathlib
 import re
-import subprocess
 import sys
 import tempfile
 
@@ -54,14 +53,10 @@ def folded(sass: str) -> list[str]:
 
 
 def disassemble(cubin: bytes) -> str:
-    from pydg.driver.dump import NO_DISASSEMBLER, find_disassembler
-    tool = find_disassembler()
-    if tool is None:
-        raise SystemExit(NO_DISASSEMBLER)
+    """nvdisasm's (or cuobjdump's) listing of `cubin`, through pydg's own dump switch."""
+    from pydg.driver.dump import write_sass
     with tempfile.TemporaryDirectory() as folder:
-        path = pathlib.Path(folder) / "kernel.cubin"
-        path.write_bytes(cubin)
-        return subprocess.run([tool[0], *tool[1], str(path)], capture_output=True, text=True, check=True).stdout
+        return write_sass(cubin, pathlib.Path(folder) / "kernel.sass").read_text()
 
 
 def sass_of(source: str) -> str:
