@@ -30,7 +30,8 @@
 # $OUT/pending.log: evict (B's L2 evict-first hint toggled on the shapes of its rule), output (the
 # output staged or not on the shapes whose plan 4f65324 changed), band (the tile walk's band width),
 # splitk (stream-K's share-out as a split-K on the small-M shapes, scripts/ab_split_k.py), early (the early start
-# toggled on the contiguous, masked 4 x 256 and the dense shapes behind DeepGEMM);
+# toggled on the contiguous, masked 4 x 256 and the dense shapes behind DeepGEMM), early3 (the early start
+# on the four contiguous shapes, three rounds);
 # at most 400 s (about 300); no DeepGEMM needed, but with .anchor carried its build runs first (about
 # 120 s, before any timing), and a bench call on the same warm machine then skips it.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
@@ -195,6 +196,15 @@ if [ "$what" = pending ]; then
       timeout 200 python3 scripts/ab_plans.py --iters 20 --toggle early contiguous:8,4096,4096,7168 \
         contiguous:4,8192,4096,7168 contiguous:8,4096,7168,2048 contiguous:4,8192,7168,2048 masked:4,256,7168,2048 \
         masked:4,256,4096,7168 4096,7168,16384 4096,4096,7168 4096,32768,512
+    fi
+    if [[ $parts == *" early3 "* ]]; then
+      # The thirtieth session's one round had the early start at 0.988x / 0.996x the time on the contiguous
+      # K = 7168 shapes and 1.006x / 1.010x at K = 2048: three rounds before the heuristic turns it on there.
+      echo "== early start on the contiguous shapes, three rounds"
+      for round in 1 2 3; do
+        timeout 90 python3 scripts/ab_plans.py --iters 30 --toggle early contiguous:4,8192,4096,7168 \
+          contiguous:8,4096,4096,7168 contiguous:4,8192,7168,2048 contiguous:8,4096,7168,2048
+      done
     fi
     if [[ $parts == *" splitk "* ]]; then
       echo "== split-K for small M"
