@@ -19,6 +19,7 @@ from pydg.scheduler.heuristics import candidate_plans, choose_plan, estimate_sec
 
 sys.path.insert(0, "tests")
 from gpu_util import calc_diff, nan_like, quantized_pair  # noqa: E402
+from shapes import shape_of  # noqa: E402
 
 FLUSH = torch.empty(256 * 1024 * 1024 // 4, dtype=torch.int32, device="cuda")
 
@@ -41,27 +42,25 @@ def time_us(fn, iters=20):
 
 def problem(spec: str):
     """(mode, plan arguments, arrays, pydg's own call) of a SHAPE argument."""
-    mode, _, dims = spec.rpartition(":")
-    mode = mode or "dense"
+    mode, args = shape_of(spec)
+    m, n, k, groups, _ = args
     if mode == "dense":
-        m, n, k = map(int, dims.split(","))
         a, sa = quantized_pair(torch, m, k, per_block=False)
         b, sb = quantized_pair(torch, n, k, per_block=True)
         out = nan_like(torch, (m, n))
-        return mode, (m, n, k, 1, None), (a, sa, b, sb, out), lambda: pydg.gemm_fp8_fp8_bf16_nt((a, sa), (b, sb), out)
-    groups, m, n, k = map(int, dims.split(","))
+        return mode, args, (a, sa, b, sb, out), lambda: pydg.gemm_fp8_fp8_bf16_nt((a, sa), (b, sb), out)
     b, sb = quantized_pair(torch, n, k, per_block=True, lead=(groups,))
     if mode == "contiguous":
-        a, sa = quantized_pair(torch, groups * m, k, per_block=False)
-        grouping = torch.arange(groups, device="cuda", dtype=torch.int32).repeat_interleave(m)
-        out = nan_like(torch, (groups * m, n))
+        a, sa = quantized_pair(torch, m, k, per_block=False)
+        grouping = torch.arange(groups, device="cuda", dtype=torch.int32).repeat_interleave(m // groups)
+        out = nan_like(torch, (m, n))
         call = lambda: pydg.m_grouped_gemm_fp8_fp8_bf16_nt_contiguous((a, sa), (b, sb), out, grouping)  # noqa: E731
-        return mode, (groups * m, n, k, groups, None), (a, sa, b, sb, out, grouping), call
+        return mode, args, (a, sa, b, sb, out, grouping), call
     a, sa = quantized_pair(torch, m, k, per_block=False, lead=(groups,))
     grouping = torch.full((groups,), m, device="cuda", dtype=torch.int32)
     out = nan_like(torch, (groups, m, n))
     call = lambda: pydg.m_grouped_gemm_fp8_fp8_bf16_nt_masked((a, sa), (b, sb), out, grouping, expected_m=m)  # noqa: E731
-    return mode, (m, n, k, groups, m), (a, sa, b, sb, out, grouping), call
+    return mode, args, (a, sa, b, sb, out, grouping), call
 
 
 def launch_inputs(arrays):
