@@ -23,6 +23,12 @@ from shapes import shape_of  # (scripts/ is on sys.path when run as a script)
 _INSTRUCTION = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
 
 
+def opcode_of(instruction: str) -> str:
+    """The opcode with its modifiers of one instruction's text, past a predicate such as "@!P0"."""
+    words = instruction.split() or [""]
+    return words[1] if words[0].startswith("@") and len(words) > 1 else words[0]
+
+
 def instructions(sass: str) -> list[tuple[str, str, str]]:
     """(address, opcode with its modifiers, whole instruction) for each instruction of `sass`."""
     found = []
@@ -31,9 +37,7 @@ def instructions(sass: str) -> list[tuple[str, str, str]]:
         if match is None:
             continue
         address, text = match.groups()
-        words = text.split()
-        opcode = words[1] if words[0].startswith("@") and len(words) > 1 else words[0]
-        found.append((address, opcode, text))
+        found.append((address, opcode_of(text), text))
     return found
 
 

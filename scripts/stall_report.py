@@ -8,6 +8,8 @@ import csv
 import sys
 from collections import Counter
 
+from sass_ops import opcode_of  # (scripts/ is on sys.path when run as a script)
+
 
 def rows(path: str):
     with open(path, newline="") as f:
@@ -29,8 +31,7 @@ def samples_by_kind(records) -> dict[str, int]:
     """Samples per kind of instruction (KINDS, by opcode; the rest as "other")."""
     counts = dict.fromkeys([kind for kind, _ in KINDS] + ["other"], 0)
     for r in records:
-        opcode = r["Source"].split()
-        opcode = opcode[1] if opcode and opcode[0].startswith("@") and len(opcode) > 1 else (opcode or [""])[0]
+        opcode = opcode_of(r["Source"])
         kind = next((kind for kind, prefix in KINDS if opcode.startswith(prefix)), "other")
         counts[kind] += int(r["Warp Stall Sampling (All Samples)"] or 0)
     return counts

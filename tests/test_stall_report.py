@@ -2,8 +2,10 @@
 samples are summed per kind of instruction, predicated ones included."""
 import importlib.util
 import pathlib
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))  # stall_report imports sass_ops as it does when run as a script
 spec = importlib.util.spec_from_file_location("stall_report", ROOT / "scripts" / "stall_report.py")
 report = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(report)
