@@ -208,6 +208,17 @@ if [ "$what" = pending ]; then
           1000,18432,7168
       done
     fi
+    if [[ $parts == *" earlyk "* ]]; then
+      # Where the contiguous early start begins to pay (heuristics.EARLY_START_MIN_K_BLOCKS = 32 sits between
+      # 16 k-blocks, timed slower, and 56, timed faster), and whether it holds at other widths of N. The
+      # ratio is the toggled plan's time over the chosen one's: chosen early at K >= 4096, not below.
+      echo "== early start in the contiguous layout by K and N, three rounds"
+      for round in 1 2 3; do
+        timeout 90 python3 scripts/ab_plans.py --iters 30 --toggle early contiguous:4,8192,4096,3072 \
+          contiguous:4,8192,4096,4096 contiguous:4,8192,4096,5120 contiguous:4,8192,7168,7168 \
+          contiguous:8,4096,2048,7168 contiguous:4,8192,7168,4096
+      done
+    fi
     if [[ $parts == *" splitk "* ]]; then
       echo "== split-K for small M"
       timeout 150 python3 scripts/ab_split_k.py --iters 20 --widths 32,64,128 64,2112,7168 128,2112,7168 64,4096,7168 \

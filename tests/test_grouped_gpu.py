@@ -53,6 +53,31 @@ def test_contiguous_random_tokens_per_expert(groups):
     _check_padding_blocks_poisoned(torch, out, idx)
 
 
+def test_contiguous_long_k_default_plan_starts_tiles_early():
+    """The default plan of a long-K contiguous call (several waves of 128x192 tiles in pairs sharing B,
+    the next tile started early) over experts of random sizes, empty ones and padding blocks included."""
+    torch = torch_module()
+    rng = random.Random(4096)
+    sizes = [rng.choice([0, 1, 127, 640, rng.randint(1, 1500)]) for _ in range(8)] + [1024, 0]
+    n, k = 4096, 4096
+    a, sa, b, sb, b_ref, m_indices = _contiguous_inputs(torch, sizes, n, k)
+    plan = pydg.describe_gemm(a.shape[0], n, k, mode="contiguous", num_groups=len(sizes), compile=False).plan
+    assert plan.early_start and plan.num_tiles > 2 * plan.num_sms, plan.summary()
+    out = nan_like(torch, (a.shape[0], n))
+    pydg.m_grouped_gemm_fp8_fp8_bf16_nt_contiguous((a, sa), (b, sb), out, m_indices)
+    torch.cuda.synchronize()
+    a_ref = dequantize(torch, a, sa, False)
+    idx = m_indices.long()
+    for g, size in enumerate(sizes):
+        mine = idx == g
+        assert int(mine.sum()) == size
+        if size:
+            got = out[mine]
+            assert not torch.isnan(got).any(), f"expert {g}: rows left unwritten"
+            assert calc_diff(torch, got, a_ref[mine] @ b_ref[g].T) <= DIFF_LIMIT, f"expert {g}"
+    _check_padding_blocks_poisoned(torch, out, idx)
+
+
 def _check_padding_blocks_poisoned(torch, out, idx) -> None:
     """Blocks made only of padding are skipped: their rows keep the poison. Padding rows beside an
     expert's rows in one block are written, since the block is one tile."""
@@ -62,15 +87,17 @@ def _check_padding_blocks_poisoned(torch, out, idx) -> None:
             assert torch.isnan(out[start:start + block]).all(), f"padding block at row {start} was written"
 
 
-@pytest.mark.parametrize("block_n", [64, 128, 192])
-def test_contiguous_pairs_sharing_b_where_experts_change(block_n):
+@pytest.mark.parametrize("block_n,k", [(64, 896), (128, 896), (192, 896), (192, 4096)])
+def test_contiguous_pairs_sharing_b_where_experts_change(block_n, k):
     """A cluster pair that multicasts B holds blocks 2i and 2i + 1 of rows. Where their experts differ
     each CTA loads its own B; a padding block beside a real one idles (its pipeline turns over with
-    no math and it writes nothing); a pair of padding blocks is skipped."""
+    no math and it writes nothing); a pair of padding blocks is skipped. K = 896: 7 k-blocks, so the
+    pair's stage counters wrap unevenly across tiles; K = 4096 at 128x192: the heuristic's plan starts
+    each next tile early (heuristics.with_early_start), beside idle and skipped ones."""
     from pydg.scheduler.heuristics import ranked_plans
 
     torch = torch_module()
-    groups, n, k = 4, 2048, 896  # 7 k-blocks: the pair's stage counters wrap unevenly across tiles
+    groups, n = 4, 2048
     # (expert of the block, its valid rows), blocks of 128 rows, in pairs: (0, 0) share B; (0, 1) do
     # not; (padding, 2); (padding, expert 7: out of range, skipped); (3, 3); (3, padding).
     blocks = [(0, 128), (0, 128), (0, 40), (1, 1), (-1, 0), (2, 128), (-1, 0), (7, 128), (3, 128), (3, 128),
@@ -81,6 +108,7 @@ def test_contiguous_pairs_sharing_b_where_experts_change(block_n):
     m_sum = len(m_indices)
     plan = next(p for p in ranked_plans("contiguous", m_sum, n, k, groups, pydg.get_num_sms())
                 if p.multicast == "b" and p.block_m == 128 and p.block_n == block_n)
+    assert plan.early_start == (k == 4096), plan.summary()
     a, sa = quantized_pair(torch, m_sum, k, per_block=False)
     b, sb, b_ref = _experts(torch, groups, n, k)
     idx = torch.tensor(m_indices, device="cuda", dtype=torch.int32)

@@ -10,13 +10,14 @@ import pytest
 
 from pydg.driver.nvrtc import compile_cubin
 from pydg.kernels import source
-from pydg.scheduler.heuristics import BLOCK_NS, MAX_BLOCK_N, candidate_plans, choose_plan
+from pydg.scheduler.heuristics import BLOCK_NS, EARLY_START_MIN_K_BLOCKS, MAX_BLOCK_N, candidate_plans, choose_plan, ranked_plans
 from pydg.scheduler.plan import GemmPlan
 
 SHAPES = [  # (mode, m, n, k, groups, expected_m): shapes whose candidates cover every block size and cluster form
     ("dense", 4096, 7168, 2048, 1, None),
     ("dense", 64, 2112, 7168, 1, None),
-    ("contiguous", 8192, 4096, 7168, 4, None),
+    ("contiguous", 8192, 4096, 7168, 4, None),   # long: the next tile started early where the loop allows
+    ("contiguous", 8192, 4096, 2048, 4, None),   # short: not
     ("masked", 1024, 7168, 2048, 2, 512),
     ("dense", 4096, 7168, 16384, 1, None),       # long 256-row tiles over several waves
     ("dense", 1024, 2048, 7168, 1, None),        # long 256-row tiles in one wave: output staged in their stages
@@ -29,8 +30,9 @@ SHAPES = [  # (mode, m, n, k, groups, expected_m): shapes whose candidates cover
 def _variants():
     seen = {}
     for mode, m, n, k, groups, expected in SHAPES:
-        for plan in candidate_plans(mode, m, n, k, groups, 132, expected_m=expected):
-            key = (plan.mode, plan.block_m, plan.block_n, plan.cluster_size, plan.multicast, plan.output_in_stages)
+        for plan in ranked_plans(mode, m, n, k, groups, 132, expected_m=expected):
+            key = (plan.mode, plan.block_m, plan.block_n, plan.cluster_size, plan.multicast, plan.output_in_stages,
+                   plan.early_start)
             seen.setdefault(key, plan)
     return list(seen.values())
 
@@ -46,11 +48,17 @@ def test_variants_cover_every_block_size_and_cluster_form():
     staged = {(p.mode, p.block_n, p.multicast) for p in VARIANTS if p.output_in_stages}
     assert {("dense", 64, "none"), ("dense", 128, "none"), ("dense", 128, "a"), ("dense", 128, "b"),
             ("masked", 128, "none")} <= staged
+    # The heuristic starts the next tile early in the contiguous layout at long K, in every width whose
+    # loop allows it (one accumulator: the widths that do not divide 128).
+    early = {(p.block_m, p.block_n) for p in VARIANTS if p.early_start}
+    assert early == {(bm, bn) for bm in (64, 128) for bn in BLOCK_NS if 128 % bn and bn <= MAX_BLOCK_N[bm]}
+    assert all(p.mode == "contiguous" and p.num_k_blocks >= EARLY_START_MIN_K_BLOCKS for p in VARIANTS if p.early_start)
     # Staging is chosen for at most one wave of tiles, pairs for at least one: both only at exactly one.
     assert all(p.num_tiles <= p.num_sms for p in VARIANTS if p.output_in_stages)
 
 
-@pytest.mark.parametrize("plan", VARIANTS, ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-{p.multicast}")
+@pytest.mark.parametrize("plan", VARIANTS, ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-{p.multicast}"
+                         + ("-early" if p.early_start else ""))
 def test_variant_compiles_without_spills(plan: GemmPlan, tmp_path, monkeypatch):
     monkeypatch.setenv("PYDG_CACHE_DIR", str(tmp_path))
     compiled = compile_cubin(source.sources()[source.ENTRY], source.ENTRY, source.options(plan))

@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from pydg.scheduler import candidate_plans, choose_plan
-from pydg.scheduler.heuristics import (B_EVICT_FIRST_MAX_BYTES, B_EVICT_FIRST_MAX_READERS, ranked_plans,
+from pydg.scheduler.heuristics import (B_EVICT_FIRST_MAX_BYTES, B_EVICT_FIRST_MAX_READERS, EARLY_START_MIN_K_BLOCKS,
+                                      ranked_plans,
                                       rolled_k_loop, with_b_evict_first)
 from pydg.scheduler.plan import MAX_SMEM_BYTES, GemmPlan, b_scale_blocks_per_tile, smem_bytes
 from pydg.scheduler.tiles import cta_tiles, fast_div, fast_divisor, raster_divisors, stream_k_partials
@@ -452,13 +453,25 @@ def test_output_in_stages_needs_chunks_k_blocks_and_a_free_stage():
     assert replace(base, output_in_stages=False).held_stages == 0
 
 
-def test_early_start_is_off_by_default_and_needs_the_one_accumulator_loop():
-    """GemmPlan.early_start: a kernel option (its own compile-time value and cache key), not chosen by
-    the heuristic until a GPU has timed it; the overlapped loop cannot take it."""
-    for shape in ((4096, 32768, 512), (64, 7168, 2048), (2500, 7168, 7168)):
-        plan = choose_plan("dense", *shape, 1, 132)
-        assert not plan.early_start and plan.defines()["PYDG_EARLY_START"] == "false"
+def test_early_start_is_chosen_for_long_contiguous_tiles_only_and_needs_the_one_accumulator_loop():
+    """GemmPlan.early_start: a kernel option (its own compile-time value and cache key) that the
+    heuristic takes where the H100 timed it faster: the contiguous layout at long K (heuristics.
+    EARLY_START_MIN_K_BLOCKS); dense and masked shapes and short K keep it off, and the overlapped
+    loop cannot take it."""
+    for mode, m, n, k, groups in (("dense", 4096, 32768, 512, 1), ("dense", 64, 7168, 2048, 1),
+                                  ("dense", 2500, 7168, 7168, 1), ("dense", 4096, 7168, 16384, 1),
+                                  ("masked", 256, 4096, 7168, 4), ("contiguous", 32768, 7168, 2048, 4),
+                                  ("contiguous", 8192, 2048, 7168, 4)):
+        plan = choose_plan(mode, m, n, k, groups, 132)
+        assert not plan.early_start and plan.defines()["PYDG_EARLY_START"] == "false", plan.summary()
         assert plan.allows_early_start == (not plan.overlap_promotion)
+    for m, k in ((32768, 7168), (32768, 4096), (8192, 128 * EARLY_START_MIN_K_BLOCKS)):
+        plan = choose_plan("contiguous", m, 4096, k, 4, 132)
+        assert plan.early_start and plan.defines()["PYDG_EARLY_START"] == "true", plan.summary()
+        plan.validate()
+    short = choose_plan("contiguous", 8192, 4096, 128 * (EARLY_START_MIN_K_BLOCKS - 1), 4, 132)
+    assert short.allows_early_start and not short.early_start
+    assert all(p.early_start == p.allows_early_start for p in ranked_plans("contiguous", 32768, 4096, 7168, 4, 132))
     base = choose_plan("dense", 4096, 32768, 512, 1, 132)
     early = replace(base, early_start=True)
     early.validate()

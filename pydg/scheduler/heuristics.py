@@ -116,6 +116,14 @@ B_EVICT_FIRST_MAX_READERS = 4
 # (the shapes above) ran faster; 300 x 18432 x 18432 (three readers) ran 1% faster. The limit lies
 # between the two sizes measured; why the largest B loses is not known.
 B_EVICT_FIRST_MAX_BYTES = 256 << 20
+# The early start (GemmPlan.early_start) in the contiguous layout where a tile runs at least this many
+# k-blocks. Same-run H100 timings, three rounds of scripts/ab_plans.py --toggle early (bench/results/
+# h100_2026-12-07h_pending_early3_9d44eee.log), time with it against without, 128x192 tiles in pairs
+# sharing B: contiguous 4 x 8192 and 8 x 4096 x 4096 x 7168 (56 k-blocks) 0.987-0.995x in every round;
+# at K = 2048 (16 k-blocks) 1.004-1.014x. Dense shapes with the same tile and K lost by 0.2-0.7%
+# (2500 x 7168 x 7168, 1000 x 18432 x 7168), the 256x128 dense laggards by 0.1-3.4% (one round,
+# h100_2026-12-07g_pending_early_88b36d2.log), masked 4 x 256 was even: it stays off there.
+EARLY_START_MIN_K_BLOCKS = 32
 
 
 def max_stages(block_m: int, block_n: int, k: int, smem_limit: int = MAX_SMEM_BYTES,
@@ -308,6 +316,19 @@ def with_b_evict_first(plan: GemmPlan) -> GemmPlan:
     return replace(plan, b_evict_first=hint)
 
 
+def with_early_start(plan: GemmPlan) -> GemmPlan:
+    """The plan with the next tile's first wgmma issued before the epilogue's stores where that was
+    timed faster: the contiguous layout at EARLY_START_MIN_K_BLOCKS or more, one-accumulator loop."""
+    early = (plan.mode == "contiguous" and plan.num_k_blocks >= EARLY_START_MIN_K_BLOCKS
+             and plan.allows_early_start)
+    return replace(plan, early_start=early)
+
+
+def finished(plan: GemmPlan) -> GemmPlan:
+    """A ranked candidate as it is launched: grid fitted, then the options timed per layout and shape."""
+    return with_early_start(with_b_evict_first(fit_grid(plan)))
+
+
 def ranked_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int,
                  expected_m: int | None = None, smem_limit: int = MAX_SMEM_BYTES) -> list[GemmPlan]:
     """Every candidate, best first by the model, each with its grid fitted (autotuning times the
@@ -315,7 +336,7 @@ def ranked_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: in
     plans = sorted(candidate_plans(mode, m, n, k, num_groups, num_sms, expected_m, smem_limit), key=_rank)
     if not plans:
         raise ValueError(f"no kernel plan fits {mode} m={m} n={n} k={k} in {smem_limit} bytes of shared memory")
-    return [with_b_evict_first(fit_grid(plan)) for plan in plans]
+    return [finished(plan) for plan in plans]
 
 
 def choose_plan(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int,
@@ -324,4 +345,4 @@ def choose_plan(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int
     best = min(candidate_plans(mode, m, n, k, num_groups, num_sms, expected_m, smem_limit), key=_rank, default=None)
     if best is None:
         raise ValueError(f"no kernel plan fits {mode} m={m} n={n} k={k} in {smem_limit} bytes of shared memory")
-    return with_b_evict_first(fit_grid(best))
+    return finished(best)

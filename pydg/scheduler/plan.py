@@ -55,7 +55,8 @@ class GemmPlan:
     which leaves room for more stages (see allows_output_in_stages).
     early_start: the epilogue issues the next tile's first wgmma before its stmatrix stores and
     waits for it after them, so the tensor cores work through the stores (one-accumulator loop
-    only, see allows_early_start). Off by default until it is timed on a GPU.
+    only, see allows_early_start). The heuristic takes it in the contiguous layout at long K, where
+    it was timed faster (heuristics.with_early_start).
     prefetch_b: the producer prefetches B's k-block kb + prefetch_b (this tile's or the next's) into
     L2 with k-block kb's loads, beyond the ring of stages; 0: no prefetch. At most num_k_blocks.
     Off by default until it is timed on a GPU.
