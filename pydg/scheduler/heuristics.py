@@ -123,6 +123,9 @@ B_EVICT_FIRST_MAX_BYTES = 256 << 20
 # at K = 2048 (16 k-blocks) 1.004-1.014x. Dense shapes with the same tile and K lost by 0.2-0.7%
 # (2500 x 7168 x 7168, 1000 x 18432 x 7168), the 256x128 dense laggards by 0.1-3.4% (one round,
 # h100_2026-12-07g_pending_early_88b36d2.log), masked 4 x 256 was even: it stays off there.
+# Where it begins (h100_2026-12-07h_pending_earlyk_1b6bc6a.log, three rounds): without it 1.002-1.004x
+# the time at K = 4096, 1.006-1.009x at 5120, 1.005-1.014x at N = 2048 and 7168 (K = 4096 and 7168);
+# at K = 3072 (24 k-blocks) it ran 0.996-0.999x, too close to call.
 EARLY_START_MIN_K_BLOCKS = 32
 
 
