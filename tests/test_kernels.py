@@ -337,10 +337,12 @@ def test_wgmma_header_is_generated_one():
 
 
 # Kernel changes waiting to be timed on a GPU (variants/README.md): each must still apply to the
-# package's sources and compile without spills, on four of the plans scripts/gpu_check.sh times it on.
+# package's sources and compile without spills, on plans of each layout that scripts/gpu_check.sh times
+# (the contiguous ones with and without the early start).
 PATCHES = sorted((pathlib.Path(__file__).resolve().parents[1] / "variants").glob("*.patch"))
 PATCH_PLANS = [choose_plan("dense", 4096, 7168, 16384, 1, 132), choose_plan("masked", 256, 7168, 2048, 4, 132, expected_m=256),
-               choose_plan("dense", 64, 2112, 7168, 1, 132), choose_plan("dense", 4096, 32768, 512, 1, 132)]
+               choose_plan("dense", 64, 2112, 7168, 1, 132), choose_plan("dense", 4096, 32768, 512, 1, 132),
+               choose_plan("contiguous", 32768, 4096, 7168, 4, 132), choose_plan("contiguous", 32768, 7168, 2048, 4, 132)]
 
 
 @pytest.mark.parametrize("patch", PATCHES, ids=lambda p: p.stem)
