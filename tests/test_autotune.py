@@ -54,6 +54,19 @@ def test_candidates_time_the_models_plan_with_b_hint_both_ways(m, hinted):
     assert ranked[0] in plans and replace(ranked[0], b_evict_first=not hinted) in plans
 
 
+@pytest.mark.parametrize("k,early", [(7168, True), (2048, False)])
+def test_contiguous_candidates_time_the_models_plan_with_early_start_both_ways(k, early):
+    ranked = ranked_plans("contiguous", 32768, 4096, k, 4, 132)
+    first = ranked[0]
+    assert first.allows_early_start and first.early_start == early
+    plans = autotune.candidates(ranked)
+    assert len(plans) == autotune.CANDIDATES + 2 and len(set(plans)) == len(plans)
+    assert plans[-1] == replace(first, early_start=not early)
+    plans[-1].validate()
+    # Dense and masked plans keep the early start off and are not timed with it.
+    assert not any(p.early_start for p in autotune.candidates(ranked_plans("dense", 2500, 7168, 7168, 1, 132)))
+
+
 def test_fastest_is_chosen_remembered_and_read_back(fresh):
     plans = _plans()
     times = {plan: 1e-3 * (len(plans) - i) for i, plan in enumerate(plans)}  # the last is fastest

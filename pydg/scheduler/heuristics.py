@@ -334,8 +334,8 @@ def finished(plan: GemmPlan) -> GemmPlan:
 
 def ranked_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int,
                  expected_m: int | None = None, smem_limit: int = MAX_SMEM_BYTES) -> list[GemmPlan]:
-    """Every candidate, best first by the model, each with its grid fitted (autotuning times the
-    first few of these)."""
+    """Every candidate, best first by the model, each finished as it would be launched (grid fitted,
+    B's hint, early start; autotuning times the first few of these)."""
     plans = sorted(candidate_plans(mode, m, n, k, num_groups, num_sms, expected_m, smem_limit), key=_rank)
     if not plans:
         raise ValueError(f"no kernel plan fits {mode} m={m} n={n} k={k} in {smem_limit} bytes of shared memory")
