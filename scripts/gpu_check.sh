@@ -219,16 +219,6 @@ if [ "$what" = pending ]; then
           contiguous:8,4096,2048,7168 contiguous:4,8192,7168,4096
       done
     fi
-    if [[ $parts == *" experts "* ]]; then
-      # variants/expert_before_k_loop.patch and prefetch_expert.patch: the contiguous math warps read the
-      # next tile's expert (m_indices, an L2 hit) after the k-loop with the tensor cores idle; each patch
-      # moves that wait under the k-loop. Worth at most about 0.5%, hence three rounds.
-      echo "== the next tile's expert read under the k-loop, three rounds"
-      for round in 1 2 3; do
-        PYDG_AB_ITERS=20 PYDG_VARIANT_S=150 run_variants contiguous:4,8192,4096,7168 contiguous:8,4096,4096,7168 \
-          contiguous:4,8192,7168,2048 contiguous:4,8192,4096,4096
-      done
-    fi
     if [[ $parts == *" splitk "* ]]; then
       echo "== split-K for small M"
       timeout 150 python3 scripts/ab_split_k.py --iters 20 --widths 32,64,128 64,2112,7168 128,2112,7168 64,4096,7168 \
