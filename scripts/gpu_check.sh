@@ -31,7 +31,8 @@
 # output staged or not on the shapes whose plan 4f65324 changed), band (the tile walk's band width),
 # splitk (stream-K's share-out as a split-K on the small-M shapes, scripts/ab_split_k.py), early (the early start
 # toggled on the contiguous, masked 4 x 256 and the dense shapes behind DeepGEMM), early3 (the early start
-# on the four contiguous shapes and two dense ones of their tile, three rounds);
+# on the four contiguous shapes and two dense ones of their tile, three rounds), earlyk (the same on
+# contiguous shapes by K and N);
 # at most 400 s (about 300); no DeepGEMM needed, but with .anchor carried its build runs first (about
 # 120 s, before any timing), and a bench call on the same warm machine then skips it.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
@@ -197,27 +198,26 @@ if [ "$what" = pending ]; then
         contiguous:4,8192,4096,7168 contiguous:8,4096,7168,2048 contiguous:4,8192,7168,2048 masked:4,256,7168,2048 \
         masked:4,256,4096,7168 4096,7168,16384 4096,4096,7168 4096,32768,512
     fi
-    if [[ $parts == *" early3 "* ]]; then
-      # The thirtieth session's one round had the early start at 0.988x / 0.996x the time on the contiguous
-      # K = 7168 shapes and 1.006x / 1.010x at K = 2048: three rounds before the heuristic turns it on there.
-      # The two dense shapes have the contiguous shapes' 128 x 192 tile at K = 7168: is it the tile or the layout?
-      echo "== early start on the contiguous shapes, three rounds"
+    # Three rounds of the early start toggled against the chosen plan (the heuristic takes it in the
+    # contiguous layout at K >= 4096 since 1b6bc6a, so there the ratio is the time without it).
+    early_rounds() {
       for round in 1 2 3; do
-        timeout 90 python3 scripts/ab_plans.py --iters 30 --toggle early contiguous:4,8192,4096,7168 \
-          contiguous:8,4096,4096,7168 contiguous:4,8192,7168,2048 contiguous:8,4096,7168,2048 2500,7168,7168 \
-          1000,18432,7168
+        timeout 90 python3 scripts/ab_plans.py --iters 30 --toggle early "$@"
       done
+    }
+    if [[ $parts == *" early3 "* ]]; then
+      # The four contiguous shapes, and two dense shapes of their 128 x 192 tile at K = 7168: the tile or
+      # the layout? (9d44eee: the layout; bench/NOTES.md, thirty-first session.)
+      echo "== early start on the contiguous shapes, three rounds"
+      early_rounds contiguous:4,8192,4096,7168 contiguous:8,4096,4096,7168 contiguous:4,8192,7168,2048 \
+        contiguous:8,4096,7168,2048 2500,7168,7168 1000,18432,7168
     fi
     if [[ $parts == *" earlyk "* ]]; then
-      # Where the contiguous early start begins to pay (heuristics.EARLY_START_MIN_K_BLOCKS = 32 sits between
-      # 16 k-blocks, timed slower, and 56, timed faster), and whether it holds at other widths of N. The
-      # ratio is the toggled plan's time over the chosen one's: chosen early at K >= 4096, not below.
+      # Where the contiguous early start begins to pay (heuristics.EARLY_START_MIN_K_BLOCKS), and at other
+      # widths of N.
       echo "== early start in the contiguous layout by K and N, three rounds"
-      for round in 1 2 3; do
-        timeout 90 python3 scripts/ab_plans.py --iters 30 --toggle early contiguous:4,8192,4096,3072 \
-          contiguous:4,8192,4096,4096 contiguous:4,8192,4096,5120 contiguous:4,8192,7168,7168 \
-          contiguous:8,4096,2048,7168 contiguous:4,8192,7168,4096
-      done
+      early_rounds contiguous:4,8192,4096,3072 contiguous:4,8192,4096,4096 contiguous:4,8192,4096,5120 \
+        contiguous:4,8192,7168,7168 contiguous:8,4096,2048,7168 contiguous:4,8192,7168,4096
     fi
     if [[ $parts == *" splitk "* ]]; then
       echo "== split-K for small M"
