@@ -5,6 +5,9 @@ The method is the anchor's (shared/anchor/anchor_bench.py), so figures compare w
   a pydg result over calc_diff 1e-5 is reported as WRONG and never counted as a speed;
 - the headline is kernel time from the torch profiler, the mean over `--iters` calls, each call
   preceded by a 256 MB write that flushes the L2 (the flush's own kernel is not counted);
+- a shape's implementations are checked first, then timed in `--rounds` rounds of an equal share of
+  the calls, the order rotated each round: none always runs first, straight after the float64
+  reference, or last (the anchor times each back to back; `--rounds 1` does that, in call order);
 - beside it, CUDA-event time of each call (events around the call, after the flush), the median;
   and the median of the kernel times (`us_median`): a mean more than 5% above it is named as an
   outlier at the end of the run, for re-timing (one slow call moves the anchor's mean).
@@ -38,6 +41,7 @@ DIFF_LIMIT = 1e-5       # CONTRACT.md: pydg's accuracy bound against the float64
 REFERENCE_LIMIT = 1e-3  # cuBLAS/DeepGEMM: beyond this a result is wrong (a layout mix-up), not rounded
 FLUSH_BYTES = 256 * 10**6
 DEFAULT_ITERS = 30
+DEFAULT_ROUNDS = 3
 HOST_CALLS = 1000
 # Batches of HOST_CALLS timed one after another; the median batch is the figure. One batch of 1000 read
 # 8.8 us at 1 x 256 x 128 in one H100 run and 13.0 us in the next with the same host path (and
@@ -296,12 +300,12 @@ class Timer:
         self.torch = torch
         self.flush_buffer = torch.empty(FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
         # The flush's own kernels, by exact name, so that nothing else of the same family is dropped.
-        self.flush_kernels = frozenset(self._profile(self.flush, iters=3, flush=False).per_call_us)
+        self.flush_kernels = frozenset(self._durations(self.flush, iters=3, flush=False))
 
     def flush(self) -> None:
         self.flush_buffer.zero_()
 
-    def _profile(self, fn: Callable[[], Any], iters: int, flush: bool) -> KernelTimes:
+    def _durations(self, fn: Callable[[], Any], iters: int, flush: bool) -> dict[str, list[float]]:
         torch = self.torch
         fn()
         torch.cuda.synchronize()
@@ -315,14 +319,19 @@ class Timer:
         for event in prof.events():
             if event.device_type == torch.autograd.DeviceType.CUDA:
                 durations[event.name].append(_device_time_us(event))
-        return KernelTimes.from_durations(durations, iters)
+        return durations
+
+    def durations(self, fn: Callable[[], Any], iters: int) -> dict[str, list[float]]:
+        """Each kernel's device times over `iters` calls of `fn` (after a warm-up call), the L2
+        flushed before each call; the flush's kernels removed."""
+        return {name: d for name, d in self._durations(fn, iters, flush=True).items() if name not in self.flush_kernels}
 
     def kernels(self, fn: Callable[[], Any], iters: int) -> KernelTimes:
         """Every kernel of `fn` per call, the flush's kernels removed."""
-        return self._profile(fn, iters, flush=True).without(self.flush_kernels)
+        return KernelTimes.from_durations(self.durations(fn, iters), iters)
 
-    def event_us(self, fn: Callable[[], Any], iters: int) -> float:
-        """Median over calls of the time between CUDA events recorded just before and after the call."""
+    def event_times(self, fn: Callable[[], Any], iters: int) -> list[float]:
+        """The time between CUDA events recorded just before and after each of `iters` calls, us."""
         torch = self.torch
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
@@ -332,7 +341,7 @@ class Timer:
             fn()
             end.record()
         torch.cuda.synchronize()
-        return statistics.median(s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends))
+        return [s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends)]
 
     def host_us(self, fn: Callable[[], Any], calls: int = HOST_CALLS,
                 batches: int = HOST_BATCHES) -> tuple[float, float, list[float]]:
@@ -445,6 +454,34 @@ def scaled_mm_rowwise(torch: Any, a: Any, b: Any) -> Callable[[], Any]:
 # --------------------------------------------------------------------------------- the benchmark
 
 @dataclass
+class Timing:
+    """An implementation whose result was right, waiting to be timed in its case's rounds."""
+
+    label: str
+    impl: str
+    fn: Callable[[], Any]
+    record: dict[str, Any]
+    iters: int
+    only: Sequence[str] | None
+    durations: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    events_us: list[float] = field(default_factory=list)
+    round_us: list[float] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)  # its place in each round's order, 0 = first
+    calls: int = 0
+
+    @property
+    def excluded(self) -> Sequence[str]:
+        # pydg is charged for all its kernels; others as the anchor charges them (see the module doc).
+        return () if self.impl.startswith("pydg") else ANCHOR_EXCLUDED
+
+
+def rotated(items: Sequence[Any], turn: int) -> list[Any]:
+    """The items in order, starting at index turn (mod their count): round `turn`'s timing order."""
+    shift = turn % len(items) if items else 0
+    return list(items[shift:]) + list(items[:shift])
+
+
+@dataclass
 class Bench:
     torch: Any
     pydg: Any
@@ -457,16 +494,17 @@ class Bench:
     pydg_failures: list[str] = field(default_factory=list)
     outliers: list[str] = field(default_factory=list)  # means a slow call moved (outlier_skew)
     extra_shapes: list[tuple[int, int, int]] | None = None  # --shapes: the 'shapes' section's list
+    rounds: int = DEFAULT_ROUNDS
+    queued: list[Timing] = field(default_factory=list)
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
 
     def measure(self, label: str, impl: str, fn: Callable[[], Any], check: Callable[[Any], float],
                 limit: float, iters: int, only: Sequence[str] | None = None) -> dict[str, Any]:
-        """Run once and check; if right, time. Never raises: failures are recorded and printed.
-
-        pydg is charged for all its kernels; others as the anchor charges them (see the module doc).
-        """
+        """Run once and check; if right, queue `fn` for timing (time_queued fills in the times). The
+        record's "ok" says the result was right until a timing fails. Never raises: failures are
+        recorded and printed."""
         torch = self.torch
         record: dict[str, Any] = {"impl": impl, "ok": False}
         try:
@@ -477,26 +515,59 @@ class Bench:
             if not diff <= limit:  # NaN fails too
                 record["error"] = f"WRONG RESULT: calc_diff {diff:.3g} > {limit:g}"
             else:
-                kernels = self.timer.kernels(fn, iters)
-                excluded = () if impl.startswith("pydg") else ANCHOR_EXCLUDED
-                record.update(ok=True, us=kernels.total_us(excluded, only), us_all_kernels=kernels.total_us(),
-                              us_median=kernels.total_us(excluded, only, median=True),
-                              us_event=self.timer.event_us(fn, iters), iters=iters, kernels=kernels.rounded())
-                if record["us"] <= 0:
-                    record.update(ok=False, error="no kernel time recorded (profiler saw no matching kernel)")
-                elif (skew := outlier_skew(record["us"], record["us_median"])) is not None:
-                    self._announce_outlier(f"{label} {impl}: mean {record['us']:.1f} us, {skew:.0%} above the "
-                                           f"median {record['us_median']:.1f} us")
+                record["ok"] = True
+                self.queued.append(Timing(label, impl, fn, record, iters, only))
         except Exception as err:  # one failed measurement must not end the run
-            record["error"] = describe_error(err)
-            record["traceback"] = "".join(traceback.format_exception(type(err), err, err.__traceback__)[-6:])
-            try:
-                torch.cuda.synchronize()
-            except Exception:
-                pass
+            self._record_error(record, err)
         if not record["ok"]:
             self._announce_failure(label, impl, record["error"])
         return record
+
+    def time_queued(self) -> None:
+        """Time every implementation queued since the last call: `rounds` rounds, each giving every
+        one an equal share of its calls, the order rotated from round to round. Each record gets the
+        mean over all its calls (the headline), each round's mean and its place in each round."""
+        queue, self.queued = self.queued, []
+        for turn in range(self.rounds):
+            for position, timing in enumerate(rotated([t for t in queue if t.record["ok"]], turn)):
+                calls = math.ceil(timing.iters / self.rounds)
+                try:
+                    durations = self.timer.durations(timing.fn, calls)
+                    timing.events_us += self.timer.event_times(timing.fn, calls)
+                except Exception as err:
+                    self._record_error(timing.record, err)
+                    self._announce_failure(timing.label, timing.impl, timing.record["error"])
+                    continue
+                for name, times in durations.items():
+                    timing.durations[name] += times
+                timing.calls += calls
+                timing.round_us.append(KernelTimes.from_durations(durations, calls).total_us(timing.excluded, timing.only))
+                timing.positions.append(position)
+        for timing in queue:
+            if timing.record["ok"]:
+                self._finish(timing)
+
+    def _finish(self, timing: Timing) -> None:
+        record, excluded, only = timing.record, timing.excluded, timing.only
+        kernels = KernelTimes.from_durations(timing.durations, timing.calls)
+        record.update(us=kernels.total_us(excluded, only), us_all_kernels=kernels.total_us(),
+                      us_median=kernels.total_us(excluded, only, median=True),
+                      us_event=statistics.median(timing.events_us), iters=timing.calls, kernels=kernels.rounded(),
+                      us_rounds=[round(us, 3) for us in timing.round_us], round_positions=timing.positions)
+        if record["us"] <= 0:
+            record.update(ok=False, error="no kernel time recorded (profiler saw no matching kernel)")
+            self._announce_failure(timing.label, timing.impl, record["error"])
+        elif (skew := outlier_skew(record["us"], record["us_median"])) is not None:
+            self._announce_outlier(f"{timing.label} {timing.impl}: mean {record['us']:.1f} us, {skew:.0%} above "
+                                   f"the median {record['us_median']:.1f} us")
+
+    def _record_error(self, record: dict[str, Any], err: BaseException) -> None:
+        record.update(ok=False, error=describe_error(err),
+                      traceback="".join(traceback.format_exception(type(err), err, err.__traceback__)[-6:]))
+        try:
+            self.torch.cuda.synchronize()
+        except Exception:
+            pass
 
     def _announce_outlier(self, line: str) -> None:
         # Kept as measured (the anchor's mean), but named, so that a run's one slow call is re-timed
@@ -589,6 +660,7 @@ def _dense_case(bench: Bench, section: str, m: int, rhs: Rhs, iters: int) -> dic
                 lambda _: calc_diff(torch, d, reference), REFERENCE_LIMIT, iters, only=("gemm",))
         except Exception as err:
             record["deepgemm"] = {"impl": "deepgemm", "ok": False, "error": describe_error(err)}
+    bench.time_queued()
     _add_rates(record, flops, nbytes)
     return record
 
@@ -645,6 +717,7 @@ def run_dense_section(bench: Bench, section: str, shapes: Sequence[tuple[int, in
             try:
                 records[(m, n, k)] = _dense_case(bench, section, m, rhs, iters_for(m, n, k))
             except Exception as err:  # data preparation itself failed (e.g. out of memory)
+                bench.queued.clear()  # what the case checked before it failed is not timed
                 records[(m, n, k)] = _failed_record(section, m, n, k, err)
             bench.report.add(records[(m, n, k)])
             _print_dense_row(records[(m, n, k)])
@@ -840,6 +913,7 @@ def _contiguous_case(bench: Bench, groups: int, m_per_group: int, n: int, k: int
                           for g, s in enumerate(segments)])
     record["scaled_grouped_mm"] = _scaled_grouped_mm(bench, label, lhs.data, rhs.data, offsets,
                                                      unscaled_reference, lambda r: r)
+    bench.time_queued()
     _add_rates(record, flops, nbytes)
     return record
 
@@ -898,6 +972,7 @@ def _masked_case(bench: Bench, groups: int, m_per_group: int, n: int, k: int) ->
         label, "pydg-dense", lambda: pydg.gemm_fp8_fp8_bf16_nt(
             (dense_lhs.data, dense_lhs.scales_tma), (dense_rhs.data, dense_rhs.scales), dense_out),
         lambda _: calc_diff(torch, dense_out, dense_reference), DIFF_LIMIT, bench.iters)
+    bench.time_queued()
     _add_rates(record, flops, nbytes)
     masked_us = _value(record, "pydg", "us")
     dense_us = _value(record, "pydg_dense_same_m", "us")
@@ -941,6 +1016,7 @@ def section_grouped(bench: Bench) -> None:
         try:
             record = case(bench, groups, m_per_group, n, k)
         except Exception as err:  # data preparation failed
+            bench.queued.clear()
             print(f"  ! {kind} {groups}x{m_per_group}x{n}x{k}: setup failed: {describe_error(err)}", flush=True)
             record = {"section": kind, "groups": groups, "m_per_group": m_per_group, "n": n, "k": k,
                       "pydg": {"impl": "pydg", "ok": False, "error": "setup failed: " + describe_error(err)}}
@@ -973,6 +1049,7 @@ def section_grouped(bench: Bench) -> None:
 def _host_impl(bench: Bench, label: str, impl: str, fn: Callable[[], Any], check: Callable[[Any], float],
                limit: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     record = bench.measure(label, impl, fn, check, limit, iters=20)
+    bench.time_queued()
     record.update(extra or {})
     if record["ok"]:
         try:
@@ -1029,6 +1106,7 @@ def section_host(bench: Bench) -> None:
         try:
             record = _host_case(bench, m, n, k)
         except Exception as err:  # data preparation failed
+            bench.queued.clear()
             print(f"  ! host {shape_label(m, n, k)}: setup failed: {describe_error(err)}", flush=True)
             record = {"section": "host", "m": m, "n": n, "k": k,
                       "impls": {"pydg": {"impl": "pydg", "ok": False, "error": "setup failed: " + describe_error(err)}}}
@@ -1115,6 +1193,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", metavar="PNG", help="bar chart of TFLOPS per dense shape (needs matplotlib)")
     parser.add_argument("--iters", type=int, default=DEFAULT_ITERS, help=f"timed calls per measurement "
                         f"(default {DEFAULT_ITERS}; 'shapes' uses fewer for big GEMMs)")
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                        help=f"rounds that share each shape's timed calls, the order of the implementations "
+                        f"rotated each round (default {DEFAULT_ROUNDS}; 1: each timed back to back, in call order)")
     parser.add_argument("--shapes", type=shape_list, default=None, metavar="M,N,K[;M,N,K...]",
                         help="the dense shapes of the 'shapes' section (default: the 54 of EXTRA_SHAPES)")
     parser.add_argument("--max-seconds", type=float, default=None,
@@ -1136,6 +1217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*Profiler clears events at the end of each cycle.*")
     if args.iters < 1:
         build_parser().error("--iters: expected a positive number of calls")
+    if args.rounds < 1:
+        build_parser().error("--rounds: expected a positive number of rounds")
     try:
         import torch
     except ImportError:
@@ -1152,8 +1235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{metadata['driver']}, torch {metadata['torch']}, NVRTC {metadata['nvrtc']}; DeepGEMM: "
           f"{'present' if deep_gemm is not None else 'absent (' + str(dg_error)[:120] + ')'}", flush=True)
     deadline = time.monotonic() + args.max_seconds if args.max_seconds else None
+    metadata["rounds"] = args.rounds
     bench = Bench(torch, pydg, Timer(torch), deep_gemm, args.iters, Report(args.json, metadata), deadline,
-                  extra_shapes=args.shapes)
+                  extra_shapes=args.shapes, rounds=args.rounds)
     runners = {"dense": section_dense, "grouped": section_grouped, "host": section_host, "shapes": section_shapes}
     for section in args.what:
         started = time.monotonic()

@@ -132,6 +132,13 @@ def test_bench_rejects_unknown_section(capsys):
     assert "dense, grouped, host, shapes" in err
 
 
+@pytest.mark.parametrize("option", ["--rounds", "--iters"])
+def test_bench_rejects_fewer_than_one_round_or_call(capsys, option):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main([option, "0"])
+    assert exit_info.value.code == 2 and f"{option}: expected a positive number" in capsys.readouterr().err
+
+
 def test_bench_dispatch_from_main_rejects_unknown_section(capsys):
     from pydg.__main__ import main
 
@@ -211,21 +218,86 @@ def test_outlier_skew_names_only_a_mean_well_above_its_median():
     assert bench.outlier_skew(10.0, None) is None and bench.outlier_skew(10.0, 0.0) is None
 
 
-def test_measure_names_a_mean_moved_by_one_slow_call():
+class FakeTimer:
+    """Bench's timer without a GPU: each call of a measured function returns its kernel times in turn
+    (a list per function name), and the order of the timed functions is logged."""
+
+    def __init__(self, times_us: dict[str, list[float]], fail: dict[str, int] | None = None):
+        self.times_us = {name: iter(times) for name, times in times_us.items()}
+        self.fail = fail or {}  # function name -> the timing pass (0 = first) that raises
+        self.log: list[str] = []
+
+    def durations(self, fn, iters):
+        name = fn()
+        if self.fail.get(name) == self.log.count(name):
+            raise RuntimeError(f"{name} failed in its timing")
+        self.log.append(name)
+        return {"gemm": [next(self.times_us[name]) for _ in range(iters)], "fill_kernel": [5.0] * iters}
+
+    def event_times(self, fn, iters):
+        return [11.0] * iters
+
+
+def fake_bench(timer, rounds):
     from types import SimpleNamespace
 
-    class Timer:
-        def kernels(self, fn, iters):
-            return bench.KernelTimes.from_durations({"gemm": [10.0] * 9 + [30.0]}, iters)
-
-        def event_us(self, fn, iters):
-            return 11.0
-
     torch = SimpleNamespace(cuda=SimpleNamespace(synchronize=lambda: None))
-    run = bench.Bench(torch, None, Timer(), None, 10, None, None)
-    record = run.measure("dense 1x2x3", "pydg", lambda: 0, lambda result: 0.0, 1e-5, 10)
-    assert record["ok"] and record["us"] == pytest.approx(12.0) and record["us_median"] == pytest.approx(10.0)
-    assert run.outliers == ["dense 1x2x3 pydg: mean 12.0 us, 20% above the median 10.0 us"]
+    return bench.Bench(torch, None, timer, None, 10, None, None, rounds=rounds)
+
+
+def test_measure_names_a_mean_moved_by_one_slow_call():
+    run = fake_bench(FakeTimer({"pydg": [10.0] * 9 + [30.0]}), rounds=1)
+    record = run.measure("dense 1x2x3", "pydg", lambda: "pydg", lambda result: 0.0, 1e-5, 10)
+    assert record["ok"] and "us" not in record  # checked, not yet timed
+    run.time_queued()
+    assert record["ok"] and record["us"] == pytest.approx(17.0) and record["us_median"] == pytest.approx(15.0)
+    assert record["us_event"] == pytest.approx(11.0) and record["iters"] == 10
+    assert run.outliers == ["dense 1x2x3 pydg: mean 17.0 us, 13% above the median 15.0 us"]
+
+
+def test_rounds_rotate_the_order_and_share_the_calls():
+    """Three implementations over three rounds: each runs first once; the headline is the mean over
+    all calls, pydg charged for every kernel and the others without fill kernels, as the anchor."""
+    timer = FakeTimer({"pydg": [10.0] * 4 + [11.0] * 4 + [12.0] * 4, "cublas": [20.0] * 12, "deepgemm": [30.0] * 12})
+    run = fake_bench(timer, rounds=3)
+    records = {impl: run.measure("dense 1x2x3", impl, lambda impl=impl: impl, lambda result: 0.0, 1e-3, 10)
+               for impl in ("pydg", "cublas", "deepgemm")}
+    run.time_queued()
+    assert timer.log == ["pydg", "cublas", "deepgemm", "cublas", "deepgemm", "pydg", "deepgemm", "pydg", "cublas"]
+    pydg, cublas, deepgemm = records["pydg"], records["cublas"], records["deepgemm"]
+    assert pydg["iters"] == 12  # ceil(10 / 3) calls in each of 3 rounds
+    assert pydg["us_rounds"] == pytest.approx([15.0, 16.0, 17.0]) and pydg["round_positions"] == [0, 2, 1]
+    assert pydg["us"] == pytest.approx(16.0)  # fill kernel counted for pydg
+    assert cublas["us"] == pytest.approx(20.0) and cublas["round_positions"] == [1, 0, 2]
+    assert deepgemm["us_rounds"] == pytest.approx([30.0] * 3) and deepgemm["round_positions"] == [2, 1, 0]
+    assert run.queued == [] and run.outliers == []
+
+
+def test_a_timing_that_fails_drops_out_of_the_later_rounds():
+    timer = FakeTimer({"pydg": [10.0] * 12, "deepgemm": [30.0] * 12}, fail={"deepgemm": 1})
+    run = fake_bench(timer, rounds=3)
+    pydg = run.measure("dense 1x2x3", "pydg", lambda: "pydg", lambda result: 0.0, 1e-5, 10)
+    deepgemm = run.measure("dense 1x2x3", "deepgemm", lambda: "deepgemm", lambda result: 0.0, 1e-3, 10)
+    run.time_queued()
+    assert timer.log == ["pydg", "deepgemm", "pydg", "pydg"]
+    assert not deepgemm["ok"] and "failed in its timing" in deepgemm["error"] and "us" not in deepgemm
+    assert pydg["ok"] and pydg["us_rounds"] == pytest.approx([15.0] * 3) and pydg["round_positions"] == [0, 1, 0]
+    assert run.pydg_failures == []
+
+
+def test_a_wrong_result_is_never_timed():
+    timer = FakeTimer({"pydg": [10.0] * 12})
+    run = fake_bench(timer, rounds=3)
+    record = run.measure("dense 1x2x3", "pydg", lambda: "pydg", lambda result: 1e-4, 1e-5, 10)
+    run.time_queued()
+    assert timer.log == [] and not record["ok"] and record["error"].startswith("WRONG RESULT")
+    assert run.pydg_failures == ["dense 1x2x3 pydg: WRONG RESULT: calc_diff 0.0001 > 1e-05"]
+
+
+def test_rotated_starts_each_round_one_further():
+    assert bench.rotated(["a", "b", "c"], 0) == ["a", "b", "c"]
+    assert bench.rotated(["a", "b", "c"], 4) == ["b", "c", "a"]
+    assert bench.rotated([], 2) == []
 
 
 def test_timer_profiles_each_call_and_drops_the_flush():
