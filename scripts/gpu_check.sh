@@ -32,7 +32,7 @@
 # splitk (stream-K's share-out as a split-K on the small-M shapes, scripts/ab_split_k.py), early (the early start
 # toggled on the contiguous, masked 4 x 256 and the dense shapes behind DeepGEMM), early3 (the early start
 # on the four contiguous shapes and two dense ones of their tile, three rounds), earlyk (the same on
-# contiguous shapes by K and N);
+# contiguous shapes by K and N), earlyw (the early start on dense shapes by tiles per CTA, three rounds);
 # at most 400 s (about 300); no DeepGEMM needed, but with .anchor carried its build runs first (about
 # 120 s, before any timing), and a bench call on the same warm machine then skips it.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
@@ -218,6 +218,12 @@ if [ "$what" = pending ]; then
       echo "== early start in the contiguous layout by K and N, three rounds"
       early_rounds contiguous:4,8192,4096,3072 contiguous:4,8192,4096,4096 contiguous:4,8192,4096,5120 \
         contiguous:4,8192,7168,7168 contiguous:8,4096,2048,7168 contiguous:4,8192,7168,4096
+    fi
+    if [[ $parts == *" earlyw "* ]]; then
+      # Does the early start's contiguous gain follow tiles per CTA? Dense 256x128 tiles at K = 7168 with
+      # 6.8 (4096 x 7168), 13.6, 27 and 31 tiles per CTA; the contiguous shapes run 43 (thirty-first session).
+      echo "== early start on dense shapes by tiles per CTA, three rounds"
+      early_rounds 4096,7168,7168 8192,7168,7168 16384,7168,7168 32768,4096,7168
     fi
     if [[ $parts == *" splitk "* ]]; then
       echo "== split-K for small M"
