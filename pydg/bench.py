@@ -686,11 +686,16 @@ def _add_rates(record: dict[str, Any], flops: int, nbytes: int) -> None:
         if entry and entry.get("ok"):
             entry["tflops"] = tflops(flops, entry["us"])
             entry["gbps"] = gbps(nbytes, entry["us"])
-    pydg_us = record["pydg"].get("us") if record["pydg"].get("ok") else None
+    pydg = record["pydg"]
+    pydg_us = pydg.get("us") if pydg.get("ok") else None
     for impl in ("cublas", "deepgemm", "cublas_loop", "scaled_grouped_mm"):
         entry = record.get(impl)
         if entry is not None:
             record[f"speedup_vs_{impl}"] = speedup(pydg_us, entry.get("us") if entry.get("ok") else None)
+            ours, theirs = pydg.get("us_rounds"), entry.get("us_rounds")
+            if pydg_us is not None and entry.get("ok") and ours and theirs and len(ours) == len(theirs):
+                # Round by round: how far the ratio moves within one run.
+                record[f"speedup_vs_{impl}_rounds"] = [round(b / a, 4) for a, b in zip(ours, theirs)]
 
 
 def run_dense_section(bench: Bench, section: str, shapes: Sequence[tuple[int, int, int]],

@@ -411,6 +411,17 @@ def test_dense_summary_keeps_rowwise_out_of_the_blockwise_mean():
     assert "(rowwise)" in table and len(table.splitlines()) == 4
 
 
+def test_rates_give_the_speedup_of_each_round():
+    r = {"section": "dense", "m": 64, "n": 2112, "k": 7168,
+         "pydg": {"ok": True, "us": 10.5, "us_rounds": [10.0, 11.0, 10.5]},
+         "deepgemm": {"ok": True, "us": 10.5, "us_rounds": [10.5, 10.5, 10.5]},
+         "cublas": {"ok": True, "us": 20.0}}  # timed without rounds: no per-round ratio
+    bench._add_rates(r, bench.gemm_flops(64, 2112, 7168), bench.gemm_bytes(64, 2112, 7168))
+    assert r["speedup_vs_deepgemm"] == pytest.approx(1.0)
+    assert r["speedup_vs_deepgemm_rounds"] == pytest.approx([1.05, 0.9545, 1.0], abs=1e-4)
+    assert "speedup_vs_cublas_rounds" not in r and r["speedup_vs_cublas"] == pytest.approx(20 / 10.5)
+
+
 def test_wrong_pydg_result_is_not_a_speed():
     r = {"section": "dense", "m": 64, "n": 2112, "k": 7168,
          "pydg": {"ok": False, "diff": 3e-4, "error": "WRONG RESULT: calc_diff 0.0003 > 1e-05"},
