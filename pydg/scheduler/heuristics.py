@@ -122,7 +122,9 @@ B_EVICT_FIRST_MAX_BYTES = 256 << 20
 # sharing B: contiguous 4 x 8192 and 8 x 4096 x 4096 x 7168 (56 k-blocks) 0.987-0.995x in every round;
 # at K = 2048 (16 k-blocks) 1.004-1.014x. Dense shapes with the same tile and K lost by 0.2-0.7%
 # (2500 x 7168 x 7168, 1000 x 18432 x 7168), the 256x128 dense laggards by 0.1-3.4% (one round,
-# h100_2026-12-07g_pending_early_88b36d2.log), masked 4 x 256 was even: it stays off there.
+# h100_2026-12-07g_pending_early_88b36d2.log), masked 4 x 256 was even: it stays off there. Nor is it
+# the tiles per CTA: dense 256x128 at K = 7168 with 6.8, 13.6, 27 and 31 of them lost 0.0-0.6% in three
+# rounds each (h100_2026-12-08_pending_earlyw_0a39315.log).
 # Where it begins (h100_2026-12-07h_pending_earlyk_1b6bc6a.log, three rounds): without it 1.002-1.004x
 # the time at K = 4096, 1.006-1.009x at 5120, 1.005-1.014x at N = 2048 and 7168 (K = 4096 and 7168);
 # at K = 3072 (24 k-blocks) it ran 0.996-0.999x, too close to call.
