@@ -280,10 +280,6 @@ class KernelTimes:
         return sum(us for name, us in times.items()
                    if not any(e in name for e in excluded) and (only is None or any(o in name for o in only)))
 
-    def without(self, names: frozenset[str]) -> KernelTimes:
-        return KernelTimes({k: v for k, v in self.per_call_us.items() if k not in names},
-                           {k: v for k, v in self.median_us.items() if k not in names})
-
     def rounded(self) -> dict[str, float]:
         return {name[:120]: round(us, 3) for name, us in self.per_call_us.items()}
 
@@ -325,10 +321,6 @@ class Timer:
         """Each kernel's device times over `iters` calls of `fn` (after a warm-up call), the L2
         flushed before each call; the flush's kernels removed."""
         return {name: d for name, d in self._durations(fn, iters, flush=True).items() if name not in self.flush_kernels}
-
-    def kernels(self, fn: Callable[[], Any], iters: int) -> KernelTimes:
-        """Every kernel of `fn` per call, the flush's kernels removed."""
-        return KernelTimes.from_durations(self.durations(fn, iters), iters)
 
     def event_times(self, fn: Callable[[], Any], iters: int) -> list[float]:
         """The time between CUDA events recorded just before and after each of `iters` calls, us."""

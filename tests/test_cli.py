@@ -301,7 +301,7 @@ def test_rotated_starts_each_round_one_further():
 
 
 def test_timer_profiles_each_call_and_drops_the_flush():
-    """Timer.kernels over a fake torch profiler: the flush's kernel is dropped, and the GEMM's mean
+    """Timer.durations over a fake torch profiler: the flush's kernel is dropped, and the GEMM's mean
     and median per call come from its own launches."""
     from types import SimpleNamespace
 
@@ -338,8 +338,9 @@ def test_timer_profiles_each_call_and_drops_the_flush():
     timer = bench.Timer(torch)
     assert timer.flush_kernels == {"flush_kernel"}
     gemm_us = iter([10.0, 10.0, 10.0, 10.0, 30.0])  # the warm-up call, then four timed ones
-    times = timer.kernels(lambda: launch("gemm", next(gemm_us)), iters=4)
-    assert set(times.per_call_us) == {"gemm"}
+    durations = timer.durations(lambda: launch("gemm", next(gemm_us)), iters=4)
+    assert durations == {"gemm": [10.0, 10.0, 10.0, 30.0]}
+    times = bench.KernelTimes.from_durations(durations, 4)
     assert times.total_us() == pytest.approx(15.0) and times.total_us(median=True) == pytest.approx(10.0)
 
 
