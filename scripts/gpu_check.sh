@@ -32,7 +32,8 @@
 # splitk (stream-K's share-out as a split-K on the small-M shapes, scripts/ab_split_k.py), early (the early start
 # toggled on the contiguous, masked 4 x 256 and the dense shapes behind DeepGEMM), early3 (the early start
 # on the four contiguous shapes and two dense ones of their tile, three rounds), earlyk (the same on
-# contiguous shapes by K and N), earlyw (the early start on dense shapes by tiles per CTA, three rounds);
+# contiguous shapes by K and N), earlyw (the early start on dense shapes by tiles per CTA, three rounds),
+# split (the split tail's GPU tests, then the split toggled on the shapes it applies to, three rounds);
 # at most 400 s (about 300); no DeepGEMM needed, but with .anchor carried its build runs first (about
 # 120 s, before any timing), and a bench call on the same warm machine then skips it.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
@@ -224,6 +225,19 @@ if [ "$what" = pending ]; then
       # 6.8 (4096 x 7168), 13.6, 27 and 31 tiles per CTA; the contiguous shapes run 43 (thirty-first session).
       echo "== early start on dense shapes by tiles per CTA, three rounds"
       early_rounds 4096,7168,7168 8192,7168,7168 16384,7168,7168 32768,4096,7168
+    fi
+    if [[ $parts == *" split "* ]]; then
+      # The split tail (GemmPlan.split_tail): its GPU tests, then three rounds on the shapes the heuristic
+      # splits (the partial last wave at most half the grid) and two it does not.
+      echo "== split tail: GPU tests"
+      timeout 200 python3 -m pytest -q -rs -p no:cacheprovider tests/test_split_tail_gpu.py 2>&1 | tail -n 15
+      if [ "${PIPESTATUS[0]}" = 0 ]; then
+        echo "== split tail toggled, three rounds"
+        for round in 1 2 3; do
+          timeout 100 python3 scripts/ab_plans.py --iters 30 --toggle split 4096,32768,512 4096,24576,1536 6000,7168,2048 \
+            6000,7168,7168 6000,18432,2048 6000,18432,7168
+        done
+      fi
     fi
     if [[ $parts == *" splitk "* ]]; then
       echo "== split-K for small M"

@@ -101,7 +101,8 @@ def toggled_output(plan):
     in an area of its own, with as many stages as then fit; None where the tile cannot or it would
     leave the ring without a free stage."""
     staged = not plan.output_in_stages
-    other = replace(plan, overlap_promotion=plan.overlap_promotion and not staged, output_in_stages=staged)
+    other = replace(plan, overlap_promotion=plan.overlap_promotion and not staged, output_in_stages=staged,
+                    split_tail=plan.split_tail and not staged)
     if staged and not other.allows_output_in_stages:
         return None
     stages = max_stages(plan.block_m, plan.block_n, plan.k, output_in_stages=staged)
@@ -111,7 +112,17 @@ def toggled_output(plan):
 def toggled_early(plan):
     """The plan with the next tile's first wgmma issued before its epilogue or not (GemmPlan.early_start);
     None where the overlapped loop runs."""
-    return replace(plan, early_start=not plan.early_start) if plan.allows_early_start else None
+    if not plan.allows_early_start:
+        return None
+    return replace(plan, early_start=not plan.early_start, split_tail=plan.split_tail and plan.early_start)
+
+
+def toggled_split(plan):
+    """The plan with its partial last wave's tiles split in halves or not (GemmPlan.split_tail); None where
+    the kernel cannot split them or the last wave is full."""
+    if plan.num_tiles % plan.num_sms == 0 or not replace(plan, split_tail=True).allows_split_tail:
+        return None
+    return replace(plan, split_tail=not plan.split_tail)
 
 
 def toggled_prefetch(distance: int):

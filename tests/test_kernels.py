@@ -32,7 +32,7 @@ def _variants():
     for mode, m, n, k, groups, expected in SHAPES:
         for plan in ranked_plans(mode, m, n, k, groups, 132, expected_m=expected):
             key = (plan.mode, plan.block_m, plan.block_n, plan.cluster_size, plan.multicast, plan.output_in_stages,
-                   plan.early_start)
+                   plan.early_start, plan.split_tail)
             seen.setdefault(key, plan)
     return list(seen.values())
 
@@ -58,7 +58,7 @@ def test_variants_cover_every_block_size_and_cluster_form():
 
 
 @pytest.mark.parametrize("plan", VARIANTS, ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-{p.multicast}"
-                         + ("-early" if p.early_start else ""))
+                         + ("-early" if p.early_start else "") + ("-split" if p.split_tail else ""))
 def test_variant_compiles_without_spills(plan: GemmPlan, tmp_path, monkeypatch):
     monkeypatch.setenv("PYDG_CACHE_DIR", str(tmp_path))
     compiled = compile_cubin(source.sources()[source.ENTRY], source.ENTRY, source.options(plan))
@@ -202,10 +202,27 @@ def test_sass_selects_scales_at_compile_time_and_issues_tma_from_one_lane(plan, 
     assert len(re.findall(r"\bQGMMA\b", sass)) == (copies * per_copy + early) * 4
 
 
+
+def _split_plan(m: int, n: int, k: int, block_n: int, num_sms: int) -> GemmPlan:
+    plan = next(p for p in candidate_plans("dense", m, n, k, 1, 132) if (p.block_m, p.block_n, p.cluster_size) == (256, block_n, 1))
+    return replace(plan, num_sms=num_sms, split_tail=True)
+
+
+@pytest.mark.parametrize("plan", [choose_plan("dense", 4096, 32768, 512, 1, 132), _split_plan(2048, 7168, 640, 112, 60)],
+                         ids=lambda p: f"{p.block_m}x{p.block_n}-k{p.k}")
+def test_split_tail_adds_one_half_k_block_per_loop_copy(plan, tmp_path):
+    """The split tail's half tiles run a loop of their own (one sub-block per k-block) in each k-loop copy
+    (one per split column); the whole tiles' loops are the plan's without the split."""
+    assert plan.split_tail
+    split, whole = _plan_sass(plan, tmp_path), _plan_sass(replace(plan, split_tail=False), tmp_path)
+    copies = len({min(128 - offset, plan.block_n) for offset in range(0, 128, math.gcd(plan.block_n, 128))})
+    assert len(re.findall(r"\bQGMMA\b", split)) == len(re.findall(r"\bQGMMA\b", whole)) + copies * 4
+    assert not re.search(r"\b(LDL|STL|FSEL)\b", split) and "BRA.U.ANY" not in split
+
 # The early start (GemmPlan.early_start) on one variant per layout, row count, cluster form and output
 # staging, in widths that divide B's scale blocks and ones that straddle them (one loop copy per split).
 EARLY_VARIANTS = list({(p.mode, p.block_m, p.multicast, p.output_in_stages, p.block_n in (112, 176)):
-                       replace(p, early_start=True)
+                       replace(p, early_start=True, split_tail=False)
                        for p in VARIANTS if p.allows_early_start and p.block_n in (48, 112, 128, 176, 192)}.values())
 
 
@@ -242,7 +259,7 @@ def test_early_start_issues_the_next_tiles_mma_among_the_epilogue_stores(plan, t
         loop_wait = max(i for i in range(first_store) if ops[i] == "WARPGROUP.DEPBAR")
         return ops[loop_wait + 1:last_store + 2]
 
-    early = epilogue(_plan_sass(replace(plan, early_start=True), tmp_path))
+    early = epilogue(_plan_sass(replace(plan, early_start=True, split_tail=False), tmp_path))
     before = (2 if plan.block_m == 256 else 1) - 1
     stores_before = before * plan.block_n // 16
     assert early[:stores_before + 4] == ["STSM"] * stores_before + ["QGMMA"] * 4, early

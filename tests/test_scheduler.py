@@ -10,7 +10,7 @@ import pytest
 from pydg.scheduler import candidate_plans, choose_plan
 from pydg.scheduler.heuristics import (B_EVICT_FIRST_MAX_BYTES, B_EVICT_FIRST_MAX_READERS, EARLY_START_MIN_K_BLOCKS,
                                       ranked_plans,
-                                      rolled_k_loop, with_b_evict_first)
+                                      rolled_k_loop, tiles_seconds, with_b_evict_first)
 from pydg.scheduler.plan import MAX_SMEM_BYTES, GemmPlan, b_scale_blocks_per_tile, smem_bytes
 from pydg.scheduler.tiles import cta_tiles, fast_div, fast_divisor, raster_divisors, stream_k_partials
 from pydg.describe import default_operands, describe_gemm
@@ -57,6 +57,69 @@ def test_dense_walk_covers_each_tile_once(m, n, k):
         assert len(tiles) == len(set(tiles)) == plan.num_m_blocks * plan.num_n_blocks
         _check_pairs(plan, walks)
 
+
+
+def _rows_covered(plan: GemmPlan, walks) -> collections.Counter:
+    """How often each (row, n_block) of the output is written: whole tiles write their block's rows up
+    to M, half tiles their `rows` from the half's first row."""
+    covered = collections.Counter()
+    for tiles in walks.values():
+        for t in tiles:
+            first = t.m_block * plan.block_m + (t.half - 1) * (plan.block_m // 2 if t.half else 0)
+            rows = t.rows if t.half else min(plan.block_m, plan.m - t.m_block * plan.block_m)
+            covered.update((first + r, t.n_block) for r in range(rows))
+    return covered
+
+
+@pytest.mark.parametrize("m,n,k,num_sms", [(4096, 32768, 512, 132), (4096, 24576, 1536, 132), (6000, 7168, 2048, 132),
+                                           (1600, 4096, 640, 50), (1800, 4096, 256, 42), (1024, 8192, 128, 40),
+                                           (4096, 8192, 512, 132), (2000, 8192, 384, 131)]
+                         + [(*s, 132) for s in _random_dense_shapes(6, 7)])
+def test_split_tail_walk_writes_every_row_once(m, n, k, num_sms):
+    """The split tail's halves (GemmPlan.split_tail): every output row of every tile is written exactly
+    once, pairs take the same half of their two tiles, the whole waves are untouched, and where the
+    halves fit in one wave (the heuristic's condition) no CTA takes more than one."""
+    checked = 0
+    for plan in candidate_plans("dense", m, n, k, 1, num_sms):
+        if plan.block_m != 256 or plan.block_n not in (112, 128):
+            continue
+        plan = replace(plan, split_tail=True, output_in_stages=False, num_stages=3)
+        plan.validate()
+        walks = _walk(plan)
+        covered = _rows_covered(plan, walks)
+        assert len(covered) == m * plan.num_n_blocks and set(covered.values()) == {1}, plan.summary()
+        _check_pairs(plan, walks)
+        halves = [t for ts in walks.values() for t in ts if t.half]
+        assert len(halves) == 2 * plan.split_tail_tiles == 2 * (plan.num_tiles % plan.num_sms)
+        whole = {cta: [t for t in ts if not t.half] for cta, ts in walks.items()}
+        assert whole == {cta: ts[:len(whole[cta])] for cta, ts in walks.items()}  # halves come last
+        assert {len(ts) for ts in whole.values()} == {plan.num_tiles // plan.num_sms}
+        if 2 * plan.split_tail_tiles <= plan.num_sms:
+            assert all(sum(t.half > 0 for t in ts) <= 1 for ts in walks.values())
+        checked += 1
+    assert checked
+
+
+def test_split_tail_is_chosen_where_the_halves_fit_one_wave():
+    """The heuristic splits the partial last wave of dense 256-row plans when its halves fit in one wave;
+    the option has its own compile-time value, cache key and summary, and excludes the early start,
+    stream-K, the output in stages and other layouts or tile heights."""
+    plan = choose_plan("dense", 4096, 32768, 512, 1, 132)
+    assert plan.split_tail and plan.split_tail_tiles == 4096 % 132 == 4, plan.summary()
+    assert plan.defines()["PYDG_SPLIT_TAIL"] == "true" and "last 4 tiles split in halves" in plan.summary()
+    whole = replace(plan, split_tail=False)
+    assert source.cache_key(plan) != source.cache_key(whole) and whole.split_tail_tiles == 0
+    assert tiles_seconds(plan) < tiles_seconds(whole)
+    for shape in ((4096, 7168, 16384), (4096, 4096, 7168), (64, 7168, 2048), (4096, 2112, 7168)):
+        chosen = choose_plan("dense", *shape, 1, 132)
+        rest = chosen.num_tiles % chosen.num_sms
+        assert not chosen.split_tail and (chosen.block_m != 256 or rest == 0 or 2 * rest > chosen.num_sms), chosen.summary()
+    for mode, m, n, k, groups, expected in (("masked", 1024, 4096, 7168, 4, 256), ("contiguous", 32768, 4096, 7168, 8, None)):
+        assert not any(p.split_tail for p in ranked_plans(mode, m, n, k, groups, 132, expected_m=expected))
+    for bad in (replace(plan, early_start=True), replace(plan, output_in_stages=True, num_stages=4),
+                replace(plan, stream_k=True), replace(plan, block_m=128), replace(plan, mode="contiguous")):
+        with pytest.raises(ValueError, match="split tail"):
+            bad.validate()
 
 def _check_stream_k(plan: GemmPlan, walks):
     """Every k-block of every tile computed once; each partial sent by one CTA (at most one per CTA) and
@@ -473,7 +536,7 @@ def test_early_start_is_chosen_for_long_contiguous_tiles_only_and_needs_the_one_
     assert short.allows_early_start and not short.early_start
     assert all(p.early_start == p.allows_early_start for p in ranked_plans("contiguous", 32768, 4096, 7168, 4, 132))
     base = choose_plan("dense", 4096, 32768, 512, 1, 132)
-    early = replace(base, early_start=True)
+    early = replace(base, early_start=True, split_tail=False)
     early.validate()
     assert early.defines()["PYDG_EARLY_START"] == "true" and "started early" in early.summary()
     assert source.cache_key(early) != source.cache_key(base)

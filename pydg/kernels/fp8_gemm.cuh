@@ -112,7 +112,7 @@ DEVICE void with_constant(uint32_t value, const F& f) {
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kShapeN,
           uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM, bool kOverlapPromotion,
           bool kOutputInStages, bool kEarlyStart, uint32_t kPrefetchB, bool kStreamK, bool kBEvictFirst,
-          uint32_t kSmemBytes>
+          bool kSplitTail, uint32_t kSmemBytes>
 DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma_sa, const TmaMap& tma_d,
                      const TmaMap& tma_a_tail, const TmaMap& tma_sa_tail,
                      const float* __restrict__ scales_b, uint8_t* d_ptr, const int* grouping, uint32_t shape_m,
@@ -159,6 +159,10 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     // look-ahead into the next tile's k-blocks.
     static_assert(!kStreamK || (kMode == kDense && !kOverlapPromotion && !kOutputInStages && !kEarlyStart &&
                                 kPrefetchB == 0), "stream-K");
+    // The split tail's half tiles are a 256-row tile's sub-block 0 or 1 (rows 0-127 or 128-255 of the
+    // block) in the one-accumulator loop, stored from the math threads (the TMA store's box is 256 rows).
+    static_assert(!kSplitTail || (kMode == kDense && kNumSubBlocks == 2 && !kOverlapPromotion && !kOutputInStages &&
+                                  !kEarlyStart && !kStreamK), "split tail");
     // kMulticast: 0 = each CTA loads its own operands, 1 = the pair shares A, 2 = the pair shares B.
     constexpr bool kMulticastA = kClusterSize > 1 && kMulticast == 1;
     constexpr bool kMulticastB = kClusterSize > 1 && kMulticast == 2;
@@ -200,7 +204,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
         __syncthreads();
 
     TileScheduler<kMode, kBlockM, kNumNBlocks, kInnerIsM, kMode == kContiguous && kMulticastB, kStreamK, kNumKBlocks,
-                  kClusterSize>
+                  kClusterSize, kSplitTail>
         scheduler(shape_m, num_groups, band, grouping, raster, sk_first, sk_units);
     Tile tile;
 
@@ -499,6 +503,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 for (uint32_t i = 0; i < kAccum; ++i)
                     final_accum[s][i] = 0.0f;
 
+            const bool halved = kSplitTail && tile.half != 0;
             // kSplit: the tile's first column in B's next scale block, 128 - n_first % 128 (a multiple
             // of kSplitStep), or kBlockN if there is none. Each value gets its own copy of the k-loop
             // with kSplit known to the compiler: a runtime split costs a compare, a select and two
@@ -625,6 +630,24 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                     // A tile started in the previous epilogue: its first sub-block's product waits in
                     // accum; promote it, then run the rest of k-block 0.
                     uint32_t kb_begin = kStreamK ? tile.kb_begin : 0;
+                    if (halved) {
+                        // The split tail's half tile: one sub-block (a runtime offset into the stage)
+                        // into final_accum[0]. A few tiles per launch run this loop; it stays rolled.
+                        const uint32_t sub = tile.half - 1;
+#pragma unroll 1
+                        for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
+                            const Scales sc = scales_of(0.0f, 0.0f, kb);
+                            mbar_wait(&full[stage], phase);
+                            const float a_scale0 = smem_sa[stage * kBlockM + sub * kSubRows + row0];
+                            const float a_scale1 = smem_sa[stage * kBlockM + sub * kSubRows + row1];
+                            issue(accum, stage, sub);
+                            wgmma_wait<0>();
+                            release(stage);
+                            promote(accum, final_accum[0], Scales{a_scale0, a_scale1, sc.b0, sc.b1, sc.b2});
+                            advance_stage<kNumStages>(stage, phase);
+                        }
+                        return;
+                    }
                     const uint32_t kb_end = kStreamK ? tile.kb_end : kNumKBlocks;
                     if (started) {
                         promote(accum, final_accum[0], scales_of(started_sa0, started_sa1, 0));
@@ -749,6 +772,9 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             } else {
 #pragma unroll
                 for (uint32_t s = 0; s < kNumSubBlocks; ++s) {
+                    // A half tile's sum (final_accum[0]) goes to rows 0-127, where the store below reads it.
+                    if (halved && s > 0)
+                        break;
                     // The early start's MMAs take about half as long as a 256-row tile's stores: issued
                     // after the first sub-block's stores, they still overlap the second's, and the
                     // next tile's k-block 0 (loaded two or three k-blocks before this epilogue) has that
@@ -776,7 +802,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             fence_proxy_async_smem();
             named_barrier_sync(1, kNumMathThreads);
 
-            const int m_row = tile.m_block * kBlockM;
+            const int m_row = tile.m_block * kBlockM + (halved ? (tile.half - 1) * kSubRows : 0);
             const int group_d = kMode == kMasked ? tile.group : 0;
             if (gathers && thread == 0) {
                 // Every math thread has seen its flags (the barrier above): set them back for the next
@@ -797,7 +823,8 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 }
             } else {
                 // A masked group ends inside this tile: rows past masked_m must not be written, so
-                // the valid rows go out 16 bytes at a time from the math threads.
+                // the valid rows go out 16 bytes at a time from the math threads. So do a split tail's
+                // half tiles: the other half is another CTA's.
                 const uint32_t pieces = min(kBlockN, kShapeN - n_first) / 8;
                 uint8_t* d_tile = d_ptr + ((static_cast<uint64_t>(group_d) * shape_m + m_row) * kShapeN + n_first) * 2;
                 for (uint32_t i = thread; i < tile.rows * pieces; i += kNumMathThreads) {

@@ -3,6 +3,9 @@
 // plus one whole wave) are shared out as k-blocks instead: cluster c takes units
 // [c * W / C, (c + 1) * W / C) of the W = (tiles / cluster size) x (k-blocks) units, so every
 // cluster finishes at the same time however few tiles the last wave had.
+// With the split tail (dense 256-row tiles), the partial last wave's tiles run as two 128-row halves
+// each, on twice as many CTAs: the walk goes on past the last tile with half-tile indices, so the
+// CTAs that would idle through the last wave take half of a tile's work each (GemmPlan.split_tail).
 // pydg/scheduler/tiles.py mirrors this arithmetic so that its coverage can be tested on a CPU.
 #pragma once
 #include "ptx.cuh"
@@ -27,6 +30,8 @@ struct Tile {
     uint32_t kb_begin;
     uint32_t kb_end;
     uint32_t sk_unit;
+    // Split tail: 0 for a whole tile; 1 + s for sub-block s's 128 rows only (rows s * 128 of the block).
+    uint32_t half;
 };
 
 // n / d for a divisor fixed for the whole launch, with m = floor((2^32 - 1) / d) from the host
@@ -51,7 +56,7 @@ struct RasterDivisors {
 };
 
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kNumNBlocks, bool kInnerIsM, bool kPairsShareB,
-          bool kStreamK = false, uint32_t kNumKBlocks = 1, uint32_t kClusterSize = 1>
+          bool kStreamK = false, uint32_t kNumKBlocks = 1, uint32_t kClusterSize = 1, bool kSplitTail = false>
 struct TileScheduler {
     uint32_t shape_m;     // rows of A per group (dense: M, contiguous: M_sum, masked: M_max)
     uint32_t num_groups;
@@ -66,6 +71,8 @@ struct TileScheduler {
     // Stream-K: the first shared-out tile, the units of the share-out, and this cluster's next unit
     // and end.
     uint32_t sk_first = 0, sk_units = 0, sk_pos = 0, sk_end = 0;
+    // Split tail: the first tile of the partial last wave.
+    uint32_t split_first = 0;
 
     DEVICE TileScheduler(uint32_t shape_m, uint32_t num_groups, uint32_t band, const int* grouping,
                          const RasterDivisors& divisors, uint32_t sk_first = 0, uint32_t sk_units = 0)
@@ -75,6 +82,8 @@ struct TileScheduler {
             sk_pos = sk_start(cluster());
             sk_end = sk_start(cluster() + 1);
         }
+        if (kSplitTail)
+            split_first = divisors.num_tiles - divisors.num_tiles % gridDim.x;
     }
 
     DEVICE uint32_t cluster() const { return blockIdx.x / kClusterSize; }
@@ -147,6 +156,7 @@ struct TileScheduler {
         tile.rows = kBlockM;
         tile.kb_begin = 0;
         tile.kb_end = kNumKBlocks;
+        tile.half = 0;
         if (kStreamK && index >= sk_first) {
             // The share-out: a run of k-blocks of one tile (both CTAs of a pair take the same run of
             // their two tiles, which share the multicast block).
@@ -174,6 +184,19 @@ struct TileScheduler {
                 group_first_tile += tiles;
             }
             return false;
+        }
+        if (kSplitTail && index >= split_first) {
+            // Two half units per tail tile, in the order of the whole tiles' walk: both CTAs of a
+            // cluster take the same half of the pair's two tiles (the multicast block stays shared).
+            const uint32_t unit = index - split_first;
+            if (unit >= 2 * (divisors.num_tiles - split_first))
+                return false;
+            const uint32_t cluster_unit = unit / kClusterSize;
+            tile.half = 1 + cluster_unit % 2;
+            raster(split_first + cluster_unit / 2 * kClusterSize + unit % kClusterSize, tile);
+            const uint32_t first_row = tile.m_block * kBlockM + (tile.half - 1) * (kBlockM / 2);
+            tile.rows = first_row < shape_m ? min(kBlockM / 2, shape_m - first_row) : 0;
+            return true;
         }
         if (index >= divisors.num_tiles)
             return false;

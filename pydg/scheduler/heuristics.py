@@ -129,6 +129,10 @@ B_EVICT_FIRST_MAX_BYTES = 256 << 20
 # the time at K = 4096, 1.006-1.009x at 5120, 1.005-1.014x at N = 2048 and 7168 (K = 4096 and 7168);
 # at K = 3072 (24 k-blocks) it ran 0.996-0.999x, too close to call.
 EARLY_START_MIN_K_BLOCKS = 32
+# The split tail (GemmPlan.split_tail) where the dense 256-row plan chosen ends in a partial wave of at
+# most half the CTAs: its tiles' halves then fill at most one wave, about half a tile's time instead
+# of a whole one (4096 x 32768 x 512: 4 tiles after 31 waves). Not yet timed on a GPU.
+SPLIT_TAIL = True
 
 
 def max_stages(block_m: int, block_n: int, k: int, smem_limit: int = MAX_SMEM_BYTES,
@@ -182,6 +186,11 @@ def tiles_seconds(plan: GemmPlan) -> float:
     if plan.stream_k:
         return (plan.stream_k_first_tile // plan.num_sms * tile + plan.stream_k_tiles / plan.num_sms * tile
                 + hand_over_seconds(plan))
+    if plan.split_tail_tiles:
+        # The halves: one sub-block of each warpgroup, the work of a 128-row tile.
+        halves = ceil_div(2 * plan.split_tail_tiles, plan.num_sms)
+        half = tile_seconds(plan.block_m // 2, plan.block_n, plan.k, plan.multicast)
+        return plan.num_tiles // plan.num_sms * tile + halves * half
     waves = ceil_div(max(plan.num_tiles, 1), plan.num_sms)
     return waves * tile
 
@@ -257,7 +266,7 @@ def stream_k_form(plan: GemmPlan, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan:
     output in its own area, no early start or prefetch, and the stages counted again. Whether the
     plan allows it is the caller's question (allows_stream_k, validate)."""
     return replace(plan, stream_k=True, overlap_promotion=False, output_in_stages=False, early_start=False,
-                   prefetch_b=0, num_stages=max_stages(plan.block_m, plan.block_n, plan.k, smem_limit))
+                   prefetch_b=0, split_tail=False, num_stages=max_stages(plan.block_m, plan.block_n, plan.k, smem_limit))
 
 
 def with_stream_k(plan: GemmPlan, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan | None:
@@ -329,9 +338,17 @@ def with_early_start(plan: GemmPlan) -> GemmPlan:
     return replace(plan, early_start=early)
 
 
+def with_split_tail(plan: GemmPlan) -> GemmPlan:
+    """The plan with its partial last wave's tiles split in halves where the kernel allows it and the
+    halves fit in one wave (SPLIT_TAIL)."""
+    rest = plan.num_tiles % plan.num_sms
+    split = SPLIT_TAIL and plan.allows_split_tail and 0 < rest and 2 * rest <= plan.num_sms
+    return replace(plan, split_tail=split)
+
+
 def finished(plan: GemmPlan) -> GemmPlan:
     """A ranked candidate as it is launched: grid fitted, then the options timed per layout and shape."""
-    return with_early_start(with_b_evict_first(fit_grid(plan)))
+    return with_split_tail(with_early_start(with_b_evict_first(fit_grid(plan))))
 
 
 def ranked_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms: int,

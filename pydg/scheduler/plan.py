@@ -68,6 +68,10 @@ class GemmPlan:
     Off by default: slower on every shape timed on the H100 (bench/NOTES.md, 2026-12-06).
     b_evict_first: B's loads carry an L2 evict-first policy (heuristics.with_b_evict_first sets it
     where few tiles read each box of B, b_readers, and B is not too big, b_bytes).
+    split_tail: dense 256-row tiles only. The tiles of the partial last wave (split_tail_tiles) run as
+    two 128-row halves each, on twice as many CTAs, which would otherwise idle through that wave: the
+    last wave then takes about half a tile's time. A half tile is one sub-block of each warpgroup,
+    stored from the math threads (see allows_split_tail).
     """
 
     mode: str
@@ -91,6 +95,7 @@ class GemmPlan:
     prefetch_b: int = 0
     stream_k: bool = False
     b_evict_first: bool = False
+    split_tail: bool = False
 
     @property
     def num_math_groups(self) -> int:
@@ -138,6 +143,18 @@ class GemmPlan:
                 and self.block_n <= MAX_STREAM_K_BLOCK_N
                 and (self.num_tiles + self.num_sms) * self.num_k_blocks * self.num_sms < 2 ** 32
                 and not (self.overlap_promotion or self.output_in_stages or self.early_start or self.prefetch_b))
+
+    @property
+    def allows_split_tail(self) -> bool:
+        """Half tiles are the two sub-blocks of a 256-row dense tile, in the one-accumulator loop with the
+        output in its own area and without the early start or stream-K (fp8_gemm.cuh's static_assert)."""
+        return (self.mode == "dense" and self.block_m == 256
+                and not (self.overlap_promotion or self.output_in_stages or self.early_start or self.stream_k))
+
+    @property
+    def split_tail_tiles(self) -> int:
+        """Tiles run as halves: those of the partial last wave (the kernel's split_first onwards)."""
+        return self.num_tiles % self.num_sms if self.split_tail else 0
 
     @property
     def stream_k_tiles(self) -> int:
@@ -258,6 +275,7 @@ class GemmPlan:
             "PYDG_PREFETCH_B": str(self.prefetch_b),
             "PYDG_STREAM_K": "true" if self.stream_k else "false",
             "PYDG_B_EVICT_FIRST": "true" if self.b_evict_first else "false",
+            "PYDG_SPLIT_TAIL": "true" if self.split_tail else "false",
             "PYDG_SMEM_BYTES": str(self.smem_bytes),
         }
 
@@ -272,6 +290,7 @@ class GemmPlan:
                 + (f", B prefetched {self.prefetch_b} k-blocks ahead" if self.prefetch_b else "")
                 + (f", stream-K over the last {self.stream_k_tiles} tiles" if self.stream_k else "")
                 + (", B evict-first in L2" if self.b_evict_first else "")
+                + (f", last {self.split_tail_tiles} tiles split in halves" if self.split_tail else "")
                 + (f", last block loads {self.tail_rows} rows of A" if self.tail_rows else ""))
 
     def validate(self) -> None:
@@ -316,5 +335,8 @@ class GemmPlan:
             problems.append(f"stream-K needs the dense layout, block_n <= {MAX_STREAM_K_BLOCK_N}, a partial last wave "
                             f"of whole cluster pairs, at most {MAX_STREAM_K_CTAS} CTAs, the one-accumulator loop, "
                             "the output in its own area, no early start and no prefetch")
+        if self.split_tail and not self.allows_split_tail:
+            problems.append("split tail needs dense 256-row tiles, the one-accumulator loop, the output in its own "
+                            "area, no early start and no stream-K")
         if problems:
             raise ValueError("invalid plan: " + "; ".join(problems))

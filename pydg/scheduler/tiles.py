@@ -25,6 +25,8 @@ class Tile:
     kb_begin: int = 0
     kb_end: int = 0
     sk_unit: int = -1
+    # Split tail: 0 for a whole tile, 1 + s for sub-block s's half (rows s * block_m / 2 on).
+    half: int = 0
 
 
 def fast_divisor(d: int) -> tuple[int, int]:
@@ -135,7 +137,8 @@ def cta_tiles(plan: GemmPlan, cta: int, grouping: Sequence[int] = ()) -> Iterato
                 group += 1
         return
     divisors = raster_divisors(plan)
-    while index < (plan.stream_k_first_tile if plan.stream_k else divisors[7]):
+    split_first = plan.num_tiles - plan.split_tail_tiles
+    while index < (plan.stream_k_first_tile if plan.stream_k else split_first):
         m_block, n_block = raster(plan, index, divisors)
         if plan.mode != "contiguous":
             yield Tile(m_block, n_block, 0, plan.block_m, False)
@@ -151,6 +154,20 @@ def cta_tiles(plan: GemmPlan, cta: int, grouping: Sequence[int] = ()) -> Iterato
         index += plan.num_sms
     if plan.stream_k:
         yield from _stream_k_shares(plan, cta, divisors)
+    while plan.split_tail and index < split_first + 2 * plan.split_tail_tiles:
+        yield _half_tile(plan, index - split_first, split_first, divisors)
+        index += plan.num_sms
+
+
+def _half_tile(plan: GemmPlan, unit: int, split_first: int, divisors: tuple[int, ...]) -> Tile:
+    """Half unit `unit` of the split tail (TileScheduler::next past split_first): a cluster's CTAs
+    take the same half of the pair's two tiles."""
+    cluster_unit, rank = divmod(unit, plan.cluster_size)
+    half = 1 + cluster_unit % 2
+    m_block, n_block = raster(plan, split_first + cluster_unit // 2 * plan.cluster_size + rank, divisors)
+    first_row = m_block * plan.block_m + (half - 1) * (plan.block_m // 2)
+    rows = max(0, min(plan.block_m // 2, plan.m - first_row))
+    return Tile(m_block, n_block, 0, rows, False, half=half)
 
 
 def _block_expert(plan: GemmPlan, m_indices: Sequence[int], m_block: int) -> int:
