@@ -208,7 +208,27 @@ def _split_plan(m: int, n: int, k: int, block_n: int, num_sms: int) -> GemmPlan:
     return replace(plan, num_sms=num_sms, split_tail=True)
 
 
-@pytest.mark.parametrize("plan", [choose_plan("dense", 4096, 32768, 512, 1, 132), _split_plan(2048, 7168, 640, 112, 60)],
+# The split tail (GemmPlan.split_tail, off in the heuristic until a GPU has timed it) on every dense
+# 256-row variant: each tile width and cluster form.
+SPLIT_VARIANTS = [replace(p, split_tail=True) for p in VARIANTS
+                  if replace(p, split_tail=True).allows_split_tail and p.num_tiles % p.num_sms]
+
+
+def test_split_variants_cover_every_256_row_width_and_cluster_form():
+    assert {p.block_n for p in SPLIT_VARIANTS} == set(BLOCK_NS) & set(range(16, MAX_BLOCK_N[256] + 1))
+    assert {p.multicast for p in SPLIT_VARIANTS} == {"none", "a", "b"}
+
+
+@pytest.mark.parametrize("plan", SPLIT_VARIANTS, ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-{p.multicast}")
+def test_split_variant_compiles_without_spills(plan: GemmPlan):
+    compiled = compile_cubin(source.sources()[source.ENTRY], source.ENTRY, source.options(plan))
+    assert compiled.ptxas.spill_stores == 0 and compiled.ptxas.spill_loads == 0, compiled.log
+    assert compiled.ptxas.stack_frame == 0 and compiled.ptxas.local_bytes == 0, compiled.log
+    assert "C7514" not in compiled.log and "C7508" not in compiled.log, compiled.log
+
+
+@pytest.mark.parametrize("plan", [replace(choose_plan("dense", 4096, 32768, 512, 1, 132), split_tail=True),
+                                  _split_plan(2048, 7168, 640, 112, 60)],
                          ids=lambda p: f"{p.block_m}x{p.block_n}-k{p.k}")
 def test_split_tail_adds_one_half_k_block_per_loop_copy(plan, tmp_path):
     """The split tail's half tiles run a loop of their own (one sub-block per k-block) in each k-loop copy
@@ -271,7 +291,7 @@ def test_early_start_issues_the_next_tiles_mma_among_the_epilogue_stores(plan, t
 # cluster form (pairs sharing B prefetch from one CTA), with and without the early start.
 PREFETCH_VARIANTS = list({(p.mode, p.block_m, p.multicast, p.output_in_stages):
                           replace(p, prefetch_b=min(6, p.num_k_blocks),
-                                  early_start=p.allows_early_start and p.block_m == 256)
+                                  early_start=p.allows_early_start and p.block_m == 256, split_tail=False)
                           for p in VARIANTS if p.block_n in (64, 112, 128)}.values())
 
 

@@ -100,10 +100,15 @@ def test_split_tail_walk_writes_every_row_once(m, n, k, num_sms):
     assert checked
 
 
-def test_split_tail_is_chosen_where_the_halves_fit_one_wave():
-    """The heuristic splits the partial last wave of dense 256-row plans when its halves fit in one wave;
-    the option has its own compile-time value, cache key and summary, and excludes the early start,
-    stream-K, the output in stages and other layouts or tile heights."""
+def test_split_tail_is_chosen_where_the_halves_fit_one_wave(monkeypatch):
+    """With heuristics.SPLIT_TAIL on, the heuristic splits the partial last wave of dense 256-row plans
+    when its halves fit in one wave; it is off until a GPU has tested and timed it. The option has its
+    own compile-time value, cache key and summary, and excludes the early start, stream-K, the output in
+    stages and other layouts or tile heights."""
+    from pydg.scheduler import heuristics
+
+    assert not heuristics.SPLIT_TAIL and not choose_plan("dense", 4096, 32768, 512, 1, 132).split_tail
+    monkeypatch.setattr(heuristics, "SPLIT_TAIL", True)
     plan = choose_plan("dense", 4096, 32768, 512, 1, 132)
     assert plan.split_tail and plan.split_tail_tiles == 4096 % 132 == 4, plan.summary()
     assert plan.defines()["PYDG_SPLIT_TAIL"] == "true" and "last 4 tiles split in halves" in plan.summary()
