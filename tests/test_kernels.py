@@ -128,7 +128,7 @@ def test_plain_promotion_still_compiles(plan: GemmPlan):
     assert "C7514" not in compiled.log, compiled.log
 
 
-def _sass(cubin_path) -> str | None:
+def _cuobjdump() -> str | None:
     tool = shutil.which("cuobjdump")
     if tool is None:
         try:
@@ -138,10 +138,37 @@ def _sass(cubin_path) -> str | None:
             tool = str(candidate) if candidate.exists() else None
         except ImportError:
             tool = None
+    return tool
+
+
+def _sass(cubin_path) -> str | None:
+    tool = _cuobjdump()
     if tool is None:
         return None
     return subprocess.run([tool, "-sass", str(cubin_path)], capture_output=True, text=True, check=True).stdout
 
+
+
+def test_launch_arguments_match_the_kernels_parameters(tmp_path):
+    """The launcher passes one argument per entry of source.PARAMS, each of its type's size: they must be
+    the kernel's parameters in number, order and size (the cubin's EIATTR_KPARAM_INFO), or every launch
+    reads shifted arguments."""
+    import ctypes
+
+    from pydg.driver.launch import PARAM_TYPES
+
+    tool = _cuobjdump()
+    if tool is None:
+        pytest.skip("cuobjdump not installed (pip install nvidia-cuda-cuobjdump)")
+    compiled = compile_cubin(source.sources()[source.ENTRY], source.ENTRY,
+                             source.options(choose_plan("dense", 4096, 7168, 2048, 1, 132)))
+    path = tmp_path / "k.cubin"
+    path.write_bytes(compiled.cubin)
+    elf = subprocess.run([tool, "-elf", str(path)], capture_output=True, text=True, check=True).stdout
+    found = {int(ordinal, 16): int(size, 16)
+             for ordinal, size in re.findall(r"Ordinal\s*:\s*0x([0-9a-f]+)\s+Offset\s*:\s*0x[0-9a-f]+\s+Size\s*:\s*0x([0-9a-f]+)", elf)}
+    assert sorted(found) == list(range(len(source.PARAMS))), elf[:2000]
+    assert [found[i] for i in range(len(found))] == [ctypes.sizeof(PARAM_TYPES[kind]) for kind in source.PARAMS]
 
 def _plan_sass(plan: GemmPlan, tmp_path) -> str:
     """The plan's kernel disassembled (the test skips where no cuobjdump is installed)."""
