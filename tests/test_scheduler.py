@@ -115,6 +115,8 @@ def test_split_tail_is_chosen_where_the_halves_fit_one_wave(monkeypatch):
     whole = replace(plan, split_tail=False)
     assert source.cache_key(plan) != source.cache_key(whole) and whole.split_tail_tiles == 0
     assert tiles_seconds(plan) < tiles_seconds(whole)
+    described = describe_gemm(4096, 32768, 512, num_sms=132, compile=False)
+    assert described.split_tail_tiles == 4 and "split tail: the last 4 run as two 128-row halves" in repr(described)
     for shape in ((4096, 7168, 16384), (4096, 4096, 7168), (64, 7168, 2048), (4096, 2112, 7168)):
         chosen = choose_plan("dense", *shape, 1, 132)
         rest = chosen.num_tiles % chosen.num_sms
