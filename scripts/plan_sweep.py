@@ -120,7 +120,7 @@ def toggled_early(plan):
 def toggled_split(plan):
     """The plan with its partial last wave's tiles split in halves or not (GemmPlan.split_tail); None where
     the kernel cannot split them or the last wave is full."""
-    if plan.num_tiles % plan.num_sms == 0 or not replace(plan, split_tail=True).allows_split_tail:
+    if plan.partial_wave_tiles == 0 or not plan.allows_split_tail:
         return None
     return replace(plan, split_tail=not plan.split_tail)
 

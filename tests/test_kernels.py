@@ -238,7 +238,7 @@ def _split_plan(m: int, n: int, k: int, block_n: int, num_sms: int) -> GemmPlan:
 # The split tail (GemmPlan.split_tail, off in the heuristic until a GPU has timed it) on every dense
 # 256-row variant: each tile width and cluster form.
 SPLIT_VARIANTS = [replace(p, split_tail=True) for p in VARIANTS
-                  if replace(p, split_tail=True).allows_split_tail and p.num_tiles % p.num_sms]
+                  if p.allows_split_tail and p.num_tiles % p.num_sms]
 
 
 def test_split_variants_cover_every_256_row_width_and_cluster_form():

@@ -344,7 +344,7 @@ def with_early_start(plan: GemmPlan) -> GemmPlan:
 def with_split_tail(plan: GemmPlan) -> GemmPlan:
     """The plan with its partial last wave's tiles split in halves where the kernel allows it and the
     halves fit in one wave (SPLIT_TAIL)."""
-    rest = plan.num_tiles % plan.num_sms
+    rest = plan.partial_wave_tiles
     split = SPLIT_TAIL and plan.allows_split_tail and 0 < rest and 2 * rest <= plan.num_sms
     return replace(plan, split_tail=split)
 

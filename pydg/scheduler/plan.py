@@ -138,11 +138,16 @@ class GemmPlan:
         """The dense layout with a partial last wave (the share-out is by whole pairs of a cluster),
         in the one-accumulator loop with the output in its own area (fp8_gemm.cuh's static_assert),
         at most MAX_STREAM_K_BLOCK_N wide, and shares whose bounds the kernel computes in 32 bits."""
-        rest = self.num_tiles % self.num_sms
+        rest = self.partial_wave_tiles
         return (self.mode == "dense" and rest % self.cluster_size == 0 and rest > 0 and self.num_sms <= MAX_STREAM_K_CTAS
                 and self.block_n <= MAX_STREAM_K_BLOCK_N
                 and (self.num_tiles + self.num_sms) * self.num_k_blocks * self.num_sms < 2 ** 32
                 and not (self.overlap_promotion or self.output_in_stages or self.early_start or self.prefetch_b))
+
+    @property
+    def partial_wave_tiles(self) -> int:
+        """Tiles of the walk's last wave when it is partial (0 when the waves are whole)."""
+        return self.num_tiles % self.num_sms
 
     @property
     def allows_split_tail(self) -> bool:
@@ -154,7 +159,7 @@ class GemmPlan:
     @property
     def split_tail_tiles(self) -> int:
         """Tiles run as halves: those of the partial last wave (the kernel's split_first onwards)."""
-        return self.num_tiles % self.num_sms if self.split_tail else 0
+        return self.partial_wave_tiles if self.split_tail else 0
 
     @property
     def stream_k_tiles(self) -> int:
