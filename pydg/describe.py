@@ -62,9 +62,7 @@ class CallPlan:
     num_tiles: int                 # masked: estimated from expected_m (the kernel reads masked_m)
     waves: float                   # num_tiles / sms_used
     last_wave_utilisation: float   # share of the CTAs busy in the last wave
-    stream_k_tiles: int            # the last tiles, shared out among the CTAs as runs of k-blocks (0: none)
     split_tail_tiles: int          # the last tiles, each run as two 128-row halves on two CTAs (0: none)
-    workspace_bytes: int           # stream-K's device workspace per stream (flags and FP32 partial tiles)
     smem_bytes: int                # dynamic shared memory per CTA
     grid: tuple[int, int, int]
     block: tuple[int, int, int]
@@ -112,8 +110,6 @@ class CallPlan:
             f"  SMs           {sms}",
             f"  tiles         {self.num_tiles}{estimated}: {self.waves:.2f} waves, last wave "
             f"{self.last_wave_utilisation:.0%} busy"
-            + (f"; stream-K: the last {self.stream_k_tiles} shared out as k-blocks "
-               f"({self.workspace_bytes / 2 ** 20:.1f} MiB workspace per stream)" if self.stream_k_tiles else "")
             + (f"; split tail: the last {self.split_tail_tiles} run as two 128-row halves each"
                if self.split_tail_tiles else ""),
             f"  shared memory {self.smem_bytes} B dynamic per CTA",
@@ -191,7 +187,7 @@ def call_plan(plan: GemmPlan, tensor_maps: tuple[TensorMapSpec, ...], kernel=Non
         cluster_size=plan.cluster_size, multicast=plan.multicast, inner_axis=plan.inner_axis, band=plan.band,
         sms_available=sms_available, sms_used=sms, num_tiles=tiles, waves=tiles / sms,
         last_wave_utilisation=(last / sms if last else 1.0) if tiles else 0.0,
-        stream_k_tiles=plan.stream_k_tiles, split_tail_tiles=plan.split_tail_tiles, workspace_bytes=plan.workspace_bytes,
+        split_tail_tiles=plan.split_tail_tiles,
         smem_bytes=plan.smem_bytes, grid=tuple(plan.grid), block=tuple(plan.block), cluster=(plan.cluster_size, 1, 1),
         tensor_maps=tuple(tensor_maps), cache_key=kernel.key if kernel is not None else cache_key(plan),
         kernel=report, plan=plan,

@@ -248,10 +248,8 @@ def _run(mode: str, names: tuple[str, ...], hint, lhs, rhs, out, grouping=None) 
         launcher.set_pointers(pointers)
     stream = prepared.stream()
     if prepared.context:
-        _launch_in_device_context(launcher, pointers, stream, prepared)  # launcher() binds the workspace
+        _launch_in_device_context(launcher, pointers, stream, prepared)
         return
-    if launcher.stream_k and launcher.workspace_stream != stream:
-        launcher.bind_workspace(stream)
     try:
         launcher.launch.launch(stream)
     except CudaError as err:

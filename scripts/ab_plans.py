@@ -6,14 +6,13 @@ both ways beside it.
 many stages as then fit: plan_sweep.toggled_output). --toggle inner: the tile walk's other inner
 axis (plans without multicast: plan_sweep.toggled_inner). --toggle early: the next tile's first wgmma
 issued before the epilogue's stores or not (GemmPlan.early_start: plan_sweep.toggled_early).
---toggle prefetchD: B prefetched into L2 D k-blocks ahead or not (GemmPlan.prefetch_b).
 --toggle pairA: a single-CTA plan in cluster pairs multicasting A (plan_sweep.toggled_pair_a).
 --toggle bandW: the tile walk in bands of W blocks of its inner axis instead of the plan's (GemmPlan.band).
 --toggle evictB: B's loads marked evict-first in L2 or not (GemmPlan.b_evict_first).
 --toggle split: the partial last wave's tiles split in halves or not (GemmPlan.split_tail).
 Several toggles, comma-separated, time each toggled plan beside the chosen one in one alternation (no
-stand-in candidate there); "+" joins toggles into one: --toggle early,prefetch4,early+prefetch4.
-usage: python scripts/ab_plans.py [--iters N] [--toggle output|inner|early|pairA|evictB|split|prefetchD|bandW[+...][,...]] SHAPE [SHAPE ...]
+stand-in candidate there); "+" joins toggles into one: --toggle early,split,early+evictB.
+usage: python scripts/ab_plans.py [--iters N] [--toggle output|inner|early|pairA|evictB|split|bandW[+...][,...]] SHAPE [SHAPE ...]
 (SHAPE as in scripts/plan_sweep.py)"""
 import concurrent.futures
 import os
@@ -27,7 +26,7 @@ from pydg.scheduler.heuristics import estimate_seconds, ranked_plans
 from pydg.kernels.source import compile_plan
 
 from plan_sweep import (alternate, toggled_b_evict_first, toggled_early, toggled_inner, toggled_output,  # noqa: E402
-                        toggled_pair_a, toggled_prefetch, toggled_split, with_reference)  # (scripts/ is on sys.path when run as a script)
+                        toggled_pair_a, toggled_split, with_reference)  # (scripts/ is on sys.path when run as a script)
 from shapes import shape_of  # noqa: E402
 
 TOGGLES = {"output": toggled_output, "inner": toggled_inner, "early": toggled_early, "pairA": toggled_pair_a,
@@ -35,7 +34,7 @@ TOGGLES = {"output": toggled_output, "inner": toggled_inner, "early": toggled_ea
 
 
 def toggle_of(name: str):
-    """The toggle a name gives: one of TOGGLES, prefetchD, or several of those joined by "+", applied in
+    """The toggle a name gives: one of TOGGLES, bandW, or several of those joined by "+", applied in
     turn (None where one of them does not apply)."""
     if "+" in name:
         parts = [toggle_of(part) for part in name.split("+")]
@@ -45,8 +44,6 @@ def toggle_of(name: str):
                 plan = part(plan) if plan is not None else None
             return plan
         return joined
-    if name.startswith("prefetch"):
-        return toggled_prefetch(int(name[len("prefetch"):]))
     if name.startswith("band"):
         width = int(name[len("band"):])
         return lambda plan: replace(plan, band=width) if width != plan.band else None

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one script for a device call, from the repo root (carry .anchor to compare with DeepGEMM):
-#   bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options|variants|streamk|pending] [extra bench args, e.g. --what dense,host --iters 10]
+#   bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options|variants|pending] [extra bench args, e.g. --what dense,host --iters 10]
 # Name the commit that runs (the device's .git is the session's first): PYDG_GIT_COMMIT=<hash> bash ...
 # extras: what the issues measure beside the suite and the GEMM benchmark, into $OUT/extras.log:
 # compute-sanitizer (memcheck, synccheck, racecheck), the cast kernels' bandwidth (scripts/bench_cast.py),
@@ -14,22 +14,19 @@
 # $OUT/profile.txt. PYDG_NCU_CLOCKS=none profiles at the GPU's own clocks (ncu locks them to base by
 # default, where a 12 us kernel may rank otherwise than in the bench). PYDG_NCU_METRICS adds ncu metrics by
 # name, comma-separated (e.g. dram__bytes_read.sum,lts__t_sector_hit_rate.pct).
-# options: the GPU tests of the kernel options not yet chosen by the heuristic (the early start,
-# tests/test_early_start_gpu.py; B's L2 prefetch, tests/test_prefetch_gpu.py; at most PYDG_TEST_S,
-# 200 s) and, if they pass, their same-run A/B (scripts/ab_plans.py --toggle $PYDG_TOGGLES, default
-# early,prefetch4,early+prefetch4,output; at most PYDG_AB_S, 210 s) on the shapes given or the default
+# options: the GPU tests of the early start (tests/test_early_start_gpu.py, which the heuristic takes
+# in the contiguous layout only; at most PYDG_TEST_S, 200 s) and, if they pass, the same-run A/B of the
+# options (scripts/ab_plans.py --toggle $PYDG_TOGGLES, default early,output; at most PYDG_AB_S, 210 s)
+# on the shapes given or the default
 # list, then each kernel change waiting in variants/ (NAME.patch, applied with git apply to a copy of
 # pydg/kernels) against the package's sources (scripts/ab_kernels.py; at most PYDG_VARIANT_S, 110 s,
 # each), into $OUT/options.log.
 # variants: only the A/B of each patch waiting in variants/ (as options ends with), on the shapes given or
 # VARIANT_SHAPES, into $OUT/variants.log: about 60-110 s a patch.
-# streamk: stream-K's GPU tests (tests/test_stream_k_gpu.py, at most PYDG_TEST_S, 200 s; a lost partial
-# hangs the owner) and, if they pass, scripts/ab_stream_k.py on the shapes given or the default list (at
-# most PYDG_AB_S, 240 s), into $OUT/streamk.log.
 # pending: the same-run A/Bs named in PYDG_PENDING (all have run once; bench/NOTES.md says where), into
 # $OUT/pending.log: evict (B's L2 evict-first hint toggled on the shapes of its rule), output (the
 # output staged or not on the shapes whose plan 4f65324 changed), band (the tile walk's band width),
-# splitk (stream-K's share-out as a split-K on the small-M shapes, scripts/ab_split_k.py), early (the early start
+# early (the early start
 # toggled on the contiguous, masked 4 x 256 and the dense shapes behind DeepGEMM), early3 (the early start
 # on the four contiguous shapes and two dense ones of their tile, three rounds), earlyk (the same on
 # contiguous shapes by K and N), earlyw (the early start on dense shapes by tiles per CTA, three rounds),
@@ -48,8 +45,8 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 [ $# -gt 0 ] && shift
 case $what in
-  tests|bench|all|extras|sweep|profile|options|variants|streamk|pending) ;;
-  *) echo "usage: bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options|variants|streamk|pending] [extra bench args]" >&2; exit 2 ;;
+  tests|bench|all|extras|sweep|profile|options|variants|pending) ;;
+  *) echo "usage: bash scripts/gpu_check.sh [tests|bench|all|extras|sweep|profile|options|variants|pending] [extra bench args]" >&2; exit 2 ;;
 esac
 
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYDG_CACHE_DIR=/tmp/pydg-cache
@@ -140,9 +137,9 @@ if [ "$what" = options ]; then
     masked:4,256,7168,2048 masked:4,256,4096,7168 masked:2,512,7168,2048 masked:1,1024,4096,7168 1024,7168,2048
     1024,4096,7168)
   # A wrong hand-back of stages hangs the kernel: the tests get a time limit, and the A/B runs only
-  # after they pass. Four pytest processes side by side: the tests compile about 60 kernels, one by one.
+  # after they pass. Two pytest processes side by side: the tests compile their kernels one by one.
   ( pids=()
-    for file in tests/test_early_start_gpu.py tests/test_prefetch_gpu.py; do
+    for file in tests/test_early_start_gpu.py; do
       for part in dense "not dense"; do
         timeout "${PYDG_TEST_S:-200}" python3 -m pytest -q -x -rs -p no:cacheprovider "$file" -k "$part" > "/tmp/options_$$_${#pids[@]}.log" 2>&1 &
         pids+=($!)
@@ -154,26 +151,15 @@ if [ "$what" = options ]; then
       tail -n 15 "/tmp/options_$$_$i.log"
     done
     [ "$options_status" = 0 ] || exit "$options_status"
-    timeout "${PYDG_AB_S:-210}" python3 scripts/ab_plans.py --toggle "${PYDG_TOGGLES:-early,prefetch4,early+prefetch4,output}" "${shapes[@]}" 2>&1
+    timeout "${PYDG_AB_S:-210}" python3 scripts/ab_plans.py --toggle "${PYDG_TOGGLES:-early,output}" "${shapes[@]}" 2>&1
     run_variants ) > "$OUT/options.log" 2>&1
   options_status=$?
   cat "$OUT/options.log"
   exit $options_status
 fi
 
-if [ "$what" = streamk ]; then
-  shapes=("$@")
-  [ ${#shapes[@]} -gt 0 ] || shapes=(4096,7168,16384 4096,7168,2048 4096,4096,7168 4096,24576,1536 4096,32768,512
-    4096,2112,7168 2500,7168,7168 6000,18432,7168 1000,7168,7168 6000,2048,7168 2500,18432,2048 300,18432,7168)
-  ( timeout "${PYDG_TEST_S:-200}" python3 -m pytest -q -rs -p no:cacheprovider tests/test_stream_k_gpu.py 2>&1 || exit 1
-    timeout "${PYDG_AB_S:-240}" python3 scripts/ab_stream_k.py "${shapes[@]}" 2>&1 ) > "$OUT/streamk.log" 2>&1
-  streamk_status=$?
-  cat "$OUT/streamk.log"
-  exit $streamk_status
-fi
-
 if [ "$what" = pending ]; then
-  # evict ran at bc24410, output and band at 1ba1d68, splitk at 2df89bd.
+  # evict ran at bc24410, output and band at 1ba1d68.
   parts=" ${PYDG_PENDING:-} "
   ( if [[ $parts == *" evict "* ]]; then
       # The shapes that set the readers rule and the byte cap (bench/NOTES.md, 2026-12-07d).
@@ -238,11 +224,6 @@ if [ "$what" = pending ]; then
             6000,7168,7168 6000,18432,2048 6000,18432,7168
         done
       fi
-    fi
-    if [[ $parts == *" splitk "* ]]; then
-      echo "== split-K for small M"
-      timeout 150 python3 scripts/ab_split_k.py --iters 20 --widths 32,64,128 64,2112,7168 128,2112,7168 64,4096,7168 \
-        128,4096,7168 64,7168,2048 64,7168,16384 128,7168,16384 37,2048,7168 300,4096,7168 300,2112,7168
     fi ) > "$OUT/pending.log" 2>&1
   grep -v " check " "$OUT/pending.log"
   exit 0

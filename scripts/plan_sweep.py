@@ -125,14 +125,6 @@ def toggled_split(plan):
     return replace(plan, split_tail=not plan.split_tail)
 
 
-def toggled_prefetch(distance: int):
-    """A toggle: the plan with B prefetched into L2 `distance` k-blocks ahead (GemmPlan.prefetch_b, at
-    most the tile's k-blocks), or without the prefetch where it has one."""
-    def toggle(plan):
-        return replace(plan, prefetch_b=0 if plan.prefetch_b else min(distance, plan.num_k_blocks))
-    return toggle
-
-
 def toggled_inner(plan):
     """The plan walking its tiles with the other axis inner; None where multicast fixes the axis."""
     if plan.multicast != "none":
@@ -143,7 +135,7 @@ def toggled_inner(plan):
 def toggled_pair_a(plan):
     """A single-CTA plan run in cluster pairs that span N and multicast A (MULTICAST_MIN_ROWS keeps
     small M out of pairs); None where the plan is paired already or its column blocks are odd."""
-    if plan.cluster_size != 1 or plan.num_n_blocks % 2 or plan.stream_k:
+    if plan.cluster_size != 1 or plan.num_n_blocks % 2:
         return None
     paired = replace(plan, cluster_size=2, multicast="a", inner_axis="n", num_sms=plan.num_sms + plan.num_sms % 2)
     paired.validate()

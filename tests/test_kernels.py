@@ -290,7 +290,7 @@ def test_early_variant_compiles_without_spills(plan: GemmPlan):
     assert "C7514" not in compiled.log, compiled.log
 
 
-@pytest.mark.parametrize("plan", [replace(choose_plan("dense", 4096, 32768, 512, 1, 132), stream_k=False),
+@pytest.mark.parametrize("plan", [replace(choose_plan("dense", 4096, 32768, 512, 1, 132), split_tail=False),
                                   replace(choose_plan("contiguous", 32768, 4096, 7168, 8, 132), early_start=False)],
                          ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}")
 def test_early_start_issues_the_next_tiles_mma_among_the_epilogue_stores(plan, tmp_path):
@@ -312,47 +312,6 @@ def test_early_start_issues_the_next_tiles_mma_among_the_epilogue_stores(plan, t
     assert early[:stores_before + 4] == ["STSM"] * stores_before + ["QGMMA"] * 4, early
     assert "QGMMA" not in early[stores_before + 4:] and early[-1] == "WARPGROUP.DEPBAR", early
     assert "QGMMA" not in epilogue(_plan_sass(plan, tmp_path))
-
-
-# B prefetched into L2 ahead of the ring (GemmPlan.prefetch_b): one variant per layout, row count and
-# cluster form (pairs sharing B prefetch from one CTA), with and without the early start.
-PREFETCH_VARIANTS = list({(p.mode, p.block_m, p.multicast, p.output_in_stages):
-                          replace(p, prefetch_b=min(6, p.num_k_blocks),
-                                  early_start=p.allows_early_start and p.block_m == 256, split_tail=False)
-                          for p in VARIANTS if p.block_n in (64, 112, 128)}.values())
-
-
-def test_prefetch_variants_cover_every_form():
-    forms = {(p.mode, p.block_m) for p in PREFETCH_VARIANTS}
-    assert {(mode, bm) for mode in ("dense", "masked") for bm in (64, 128, 256)} <= forms
-    assert {("contiguous", 64), ("contiguous", 128)} <= forms
-    assert {p.multicast for p in PREFETCH_VARIANTS} == {"none", "a", "b"}
-    assert any(p.early_start for p in PREFETCH_VARIANTS) and any(p.output_in_stages for p in PREFETCH_VARIANTS)
-
-
-@pytest.mark.parametrize("plan", PREFETCH_VARIANTS,
-                         ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}-{p.multicast}" + ("-staged" if p.output_in_stages else ""))
-def test_prefetch_variant_compiles_without_spills(plan: GemmPlan):
-    compiled = compile_cubin(source.sources()[source.ENTRY], source.ENTRY, source.options(plan))
-    assert compiled.ptxas.spill_stores == 0 and compiled.ptxas.spill_loads == 0, compiled.log
-    assert compiled.ptxas.stack_frame == 0, compiled.log
-    assert "C7514" not in compiled.log and "C7508" not in compiled.log, compiled.log
-
-
-@pytest.mark.parametrize("plan", [choose_plan("masked", 256, 7168, 2048, 4, 132, expected_m=256),
-                                  choose_plan("dense", 4096, 32768, 512, 1, 132)],
-                         ids=lambda p: f"{p.mode}-{p.block_m}x{p.block_n}")
-def test_prefetch_b_issues_l2_prefetches_from_the_producer_only(plan, tmp_path):
-    """The producer's TMA prefetches (UTMAPF): the first tile's k-blocks past the ring, the k-loop's
-    own and the next tile's. The plan without it has none, and the math warps' code is unchanged
-    (same QGMMA count)."""
-    sass = _plan_sass(plan, tmp_path)
-    ahead = _plan_sass(replace(plan, prefetch_b=min(6, plan.num_k_blocks)), tmp_path)
-    assert "UTMAPF" not in sass
-    prefetches = re.findall(r"UTMAPF\.L2\.3D", ahead)
-    assert len(prefetches) >= 3, ahead
-    assert len(re.findall(r"\bQGMMA\b", ahead)) == len(re.findall(r"\bQGMMA\b", sass))
-    assert not re.search(r"\b(LDL|STL)\b", ahead)
 
 
 # B's loads marked evict-first in L2 (GemmPlan.b_evict_first): every form of B's load (alone, in pairs
@@ -425,71 +384,3 @@ def test_waiting_kernel_change_applies_and_compiles_without_spills(patch, tmp_pa
         assert compiled.ptxas.spill_stores == 0 and compiled.ptxas.spill_loads == 0, (plan.summary(), compiled.log)
         assert compiled.ptxas.stack_frame == 0 and compiled.ptxas.local_bytes == 0, (plan.summary(), compiled.log)
         assert "C7514" not in compiled.log, compiled.log
-
-
-def _stream_k_variant(m, n, k, block_m, block_n, multicast):
-    from pydg.scheduler.heuristics import with_stream_k
-
-    for plan in candidate_plans("dense", m, n, k, 1, 132):
-        if (plan.block_m, plan.block_n, plan.multicast) == (block_m, block_n, multicast) and not plan.stream_k:
-            shared = with_stream_k(replace(plan, overlap_promotion=False) if block_m == 64 else plan)
-            # The heuristic keeps 64-row tiles, and tiles fewer than the SMs, whole; the kernel takes them
-            # (the latter as a split-K: scripts/ab_split_k.py).
-            if shared is None and (block_m == 64 or plan.num_tiles < plan.num_sms):
-                from pydg.scheduler.heuristics import stream_k_form
-
-                shared = stream_k_form(plan)
-            assert shared is not None and shared.stream_k, plan.summary()
-            shared.validate()
-            return shared
-    raise AssertionError(f"no {block_m}x{block_n} {multicast} plan for {m}x{n}x{k}")
-
-
-# Stream-K's kernels: every cluster form, odd and straddling widths, 64-row tiles (one math
-# warpgroup), one k-block per tile and 129, and small-M split-Ks (rows ending inside the block).
-STREAM_K_VARIANTS = [_stream_k_variant(*args) for args in [
-    (4096, 7168, 16384, 256, 128, "a"), (4096, 4096, 2048, 256, 128, "b"), (1000, 8192, 896, 256, 128, "none"),
-    (4096, 2112, 3072, 128, 176, "b"), (777, 6144, 640, 128, 160, "none"), (1000, 4096, 16512, 128, 128, "a"),
-    (3000, 2048, 128, 256, 128, "none"), (512, 4096, 4096, 64, 128, "none"), (64, 2112, 7168, 64, 64, "none"),
-    (128, 7168, 16384, 128, 128, "none"), (37, 2048, 7168, 64, 32, "none"), (128, 2112, 7168, 128, 64, "none"),
-    (37, 2048, 7168, 64, 80, "none"), (128, 2048, 7168, 128, 80, "none"), (300, 2112, 7168, 128, 144, "none"),
-    (300, 4096, 7168, 128, 160, "none")]]
-
-
-def test_the_split_ks_the_model_would_choose_are_among_the_compiled_variants(monkeypatch):
-    from pydg.scheduler import heuristics
-
-    def chosen():
-        return [heuristics.choose_plan("dense", m, n, k, 1, 132) for m in (1, 37, 64, 128, 300)
-                for n, k in [(2112, 7168), (4096, 7168), (2048, 7168), (7168, 2048), (7168, 16384)]]
-
-    # At the hand-over rate fitted on the H100 the model chooses no split, as the GPU A/B found; at a fast
-    # one (the rate assumed before that A/B) it splits the small-M shapes, and those kernels compile.
-    monkeypatch.setattr(heuristics, "SPLIT_K", True)
-    assert not any(p.stream_k for p in chosen())
-    monkeypatch.setattr(heuristics, "STREAM_K_BYTES_PER_S", 200e9)
-    compiled = {(p.block_m, p.block_n) for p in STREAM_K_VARIANTS}
-    splits = [p for p in chosen() if p.stream_k]
-    assert splits and all((p.block_m, p.block_n) in compiled for p in splits), [p.summary() for p in splits]
-
-
-@pytest.mark.parametrize("plan", STREAM_K_VARIANTS, ids=lambda p: f"{p.block_m}x{p.block_n}-{p.multicast}-k{p.k}")
-def test_stream_k_variant_compiles_without_spills(plan: GemmPlan):
-    _compiles_clean(plan)
-
-
-def test_stream_k_hands_partials_over_through_gpu_scope_flags(tmp_path):
-    """The sender's FP32 stores, a GPU-scope fence and the flag's store; the owner's acquiring loads and
-    its loads of the partial past L1. The plan without stream-K has none of them."""
-    plan = STREAM_K_VARIANTS[0]
-    sass = _plan_sass(plan, tmp_path)
-    assert re.search(r"\bLDG\.E\.STRONG\.GPU\b", sass), "acquire load of a flag"
-    assert re.search(r"\bMEMBAR\.(ALL\.)?GPU\b|\bMEMBAR\.SC\.GPU\b|\bFENCE\.VIEW\.ASYNC", sass), "GPU-scope fence"
-    assert re.search(r"\bSTG\.E\.128\b", sass) and re.search(r"\bLDG\.E\.(EF\.)?128\.STRONG\.GPU|\bLDG\.E\.128\b", sass)
-    assert not re.search(r"\b(LDL|STL)\b", sass)
-    plain = _plan_sass(replace(plan, stream_k=False), tmp_path)
-    assert not re.search(r"\bSTG\.E\.128\b", plain)
-    # No subroutine call (a 64-bit division was one): around a call ptxas kept the k-loop's stage in
-    # vector registers and moved every wgmma descriptor through R2UR (11% slower on the H100).
-    assert "CALL" not in sass
-    assert len(re.findall(r"\bR2UR\b", sass)) <= len(re.findall(r"\bR2UR\b", plain)) + 8

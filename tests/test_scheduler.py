@@ -12,7 +12,7 @@ from pydg.scheduler.heuristics import (B_EVICT_FIRST_MAX_BYTES, B_EVICT_FIRST_MA
                                       ranked_plans,
                                       rolled_k_loop, tiles_seconds, with_b_evict_first)
 from pydg.scheduler.plan import MAX_SMEM_BYTES, GemmPlan, b_scale_blocks_per_tile, smem_bytes
-from pydg.scheduler.tiles import cta_tiles, fast_div, fast_divisor, raster_divisors, stream_k_partials
+from pydg.scheduler.tiles import cta_tiles, fast_div, fast_divisor, raster_divisors
 from pydg.describe import default_operands, describe_gemm
 from pydg.kernels import source
 from pydg.kernels.fp8_gemm import tensor_map_specs
@@ -50,8 +50,6 @@ def _random_dense_shapes(count, seed):
                          + list(_random_dense_shapes(12, 1)))
 def test_dense_walk_covers_each_tile_once(m, n, k):
     for plan in candidate_plans("dense", m, n, k, 1, 132):
-        if plan.stream_k:  # test_stream_k_walk_...
-            continue
         walks = _walk(plan)
         tiles = [(t.m_block, t.n_block) for ts in walks.values() for t in ts]
         assert len(tiles) == len(set(tiles)) == plan.num_m_blocks * plan.num_n_blocks
@@ -103,8 +101,8 @@ def test_split_tail_walk_writes_every_row_once(m, n, k, num_sms):
 def test_split_tail_is_chosen_where_the_halves_fit_one_wave(monkeypatch):
     """With heuristics.SPLIT_TAIL on, the heuristic splits the partial last wave of dense 256-row plans
     when its halves fit in one wave; it is off until a GPU has tested and timed it. The option has its
-    own compile-time value, cache key and summary, and excludes the early start, stream-K, the output in
-    stages and other layouts or tile heights."""
+    own compile-time value, cache key and summary, and excludes the early start, the output in stages
+    and other layouts or tile heights."""
     from pydg.scheduler import heuristics
 
     assert not heuristics.SPLIT_TAIL and not choose_plan("dense", 4096, 32768, 512, 1, 132).split_tail
@@ -124,141 +122,9 @@ def test_split_tail_is_chosen_where_the_halves_fit_one_wave(monkeypatch):
     for mode, m, n, k, groups, expected in (("masked", 1024, 4096, 7168, 4, 256), ("contiguous", 32768, 4096, 7168, 8, None)):
         assert not any(p.split_tail for p in ranked_plans(mode, m, n, k, groups, 132, expected_m=expected))
     for bad in (replace(plan, early_start=True), replace(plan, output_in_stages=True, num_stages=4),
-                replace(plan, stream_k=True), replace(plan, block_m=128), replace(plan, mode="contiguous")):
+                replace(plan, block_m=128), replace(plan, mode="contiguous")):
         with pytest.raises(ValueError, match="split tail"):
             bad.validate()
-
-def _check_stream_k(plan: GemmPlan, walks):
-    """Every k-block of every tile computed once; each partial sent by one CTA (at most one per CTA) and
-    added by exactly the tile's owner, which lists exactly the tile's senders; a pair's CTAs walk the
-    same k-blocks of their two tiles."""
-    k_blocks = plan.num_k_blocks
-    runs = {}
-    for t in (t for ts in walks.values() for t in ts):
-        runs.setdefault((t.m_block, t.n_block), []).append((t.kb_begin, t.kb_end or k_blocks))
-    assert len(runs) == plan.num_m_blocks * plan.num_n_blocks, plan.summary()
-    for tile_runs in runs.values():  # the runs of a tile cover 0..k_blocks end to end, each non-empty
-        ends = [0] + [end for _, end in sorted(tile_runs)]
-        assert [begin for begin, _ in sorted(tile_runs)] == ends[:-1] and ends[-1] == k_blocks
-        assert all(begin < end for begin, end in tile_runs)
-    senders, owners = {}, {}
-    for cta, tiles in walks.items():
-        assert sum(t.kb_begin > 0 for t in tiles) <= 1  # one partial slot per CTA
-        for t in tiles:
-            if t.kb_begin > 0:
-                senders.setdefault((t.m_block, t.n_block), set()).add(cta)
-            elif 0 < t.kb_end < k_blocks:
-                owners[(t.m_block, t.n_block)] = set(stream_k_partials(plan, cta, t.sk_unit))
-    assert owners == senders, plan.summary()
-    shared = [t for ts in walks.values() for t in ts if t.sk_unit >= 0]
-    assert len({(t.m_block, t.n_block) for t in shared}) == plan.stream_k_tiles
-    if plan.cluster_size == 2:
-        for cta in range(0, plan.num_sms, 2):
-            assert [(t.kb_begin, t.kb_end) for t in walks[cta]] == [(t.kb_begin, t.kb_end) for t in walks[cta + 1]]
-        _check_pairs(plan, walks)
-
-
-@pytest.mark.parametrize("m,n,k,num_sms", [(4096, 7168, 16384, 132), (4096, 32768, 512, 132), (1000, 2048, 2048, 131),
-                                           (4096, 1024, 8192, 132), (3000, 2048, 128, 132), (4096, 3072, 768, 40),
-                                           (2500, 7168, 1536, 132), (64, 2112, 7168, 132), (128, 7168, 16384, 132),
-                                           (37, 2048, 7168, 132), (300, 4096, 7168, 132), (128, 2048, 7168, 132)]
-                         + [(*s, 132) for s in _random_dense_shapes(4, 5)])
-def test_stream_k_walk_computes_each_k_block_once_and_hands_every_partial_to_its_owner(m, n, k, num_sms):
-    """Every tile form with a partial last wave, shared out: pairs and single CTAs, fewer tiles than SMs
-    (a tile split among many CTAs; with small M a split-K, scripts/ab_split_k.py), one k-block per tile,
-    odd grids."""
-    checked = 0
-    for plan in candidate_plans("dense", m, n, k, 1, num_sms):
-        plan = replace(plan, overlap_promotion=False, output_in_stages=False)
-        # The forms that matter (odd and even widths, 64-row tiles), not every width: a walk is slow in Python.
-        if not plan.allows_stream_k or plan.block_n not in (64, 80, 112, 128, 160, 176, 192) or plan.stream_k:
-            continue
-        _check_stream_k(replace(plan, stream_k=True), _walk(replace(plan, stream_k=True)))
-        checked += 1
-    assert checked or all(p.num_tiles % p.num_sms == 0 for p in candidate_plans("dense", m, n, k, 1, num_sms))
-
-
-def test_stream_k_plans_share_out_the_last_wave_plus_one():
-    from pydg.scheduler.heuristics import with_stream_k
-
-    chosen = choose_plan("dense", 4096, 7168, 16384, 1, 132)
-    assert not chosen.stream_k  # an option: slower on every shape timed (bench/NOTES.md, 2026-12-06)
-    plan = with_stream_k(chosen)
-    assert plan.stream_k and not plan.output_in_stages and not plan.overlap_promotion and plan.num_stages == 3
-    assert plan.stream_k_tiles == plan.num_tiles % 132 + 132 and plan.stream_k_first_tile % 132 == 0
-    assert plan.stream_k_units == plan.stream_k_tiles // plan.cluster_size * plan.num_k_blocks
-    assert plan.workspace_bytes == 4096 + 132 * plan.block_m * plan.block_n * 4
-    assert plan.defines()["PYDG_STREAM_K"] == "true" and "stream-K over the last" in plan.summary()
-    assert source.cache_key(plan) != source.cache_key(replace(plan, stream_k=False))
-    # Not where the host cannot know the tiles (masked), in the grouped layouts, where the last wave is
-    # full or where there is less than one wave.
-    for mode, m, n, k, groups, expected in [("masked", 1024, 7168, 2048, 4, 256), ("contiguous", 32768, 4096, 7168, 8, None),
-                                            ("dense", 64, 7168, 16384, 1, None), ("dense", 128, 2112, 7168, 1, None)]:
-        assert not any(with_stream_k(p) for p in candidate_plans(mode, m, n, k, groups, 132, expected_m=expected))
-    full_waves = replace(plan, stream_k=False, m=6 * 256, n=22 * 128)
-    assert full_waves.num_tiles % 132 == 0 and not full_waves.allows_stream_k and with_stream_k(full_waves) is None
-    for bad in (replace(plan, mode="contiguous"), replace(plan, output_in_stages=True), replace(plan, early_start=True),
-                replace(plan, prefetch_b=2), replace(plan, block_m=128, block_n=128, overlap_promotion=True),
-                replace(plan, block_m=128, block_n=192)):
-        with pytest.raises(ValueError, match="stream-K"):
-            bad.validate()
-
-
-def test_split_k_shares_every_tile_out_over_all_sms_only_where_tiles_are_fewer(monkeypatch):
-    from pydg.scheduler import heuristics
-
-    # Off by default (not yet timed on a GPU): no candidate and no choice is a split.
-    for m, n, k in [(64, 2112, 7168), (128, 7168, 16384), (37, 2048, 7168)]:
-        assert not any(p.stream_k for p in candidate_plans("dense", m, n, k, 1, 132))
-    whole = next(p for p in candidate_plans("dense", 64, 2112, 7168, 1, 132) if (p.block_m, p.block_n) == (64, 64))
-    split = heuristics.with_split_k(whole, 132)
-    assert split.stream_k and split.num_sms == 132 and split.num_tiles == 33 and split.stream_k_first_tile == 0
-    assert split.stream_k_units == 33 * 56 and split.stream_k_units // 132 == 14  # a quarter of K per CTA
-    assert not split.overlap_promotion and split.num_stages == heuristics.max_stages(64, 64, 7168)
-    # A fitted grid (fewer CTAs than SMs) is spread over all of them again.
-    assert heuristics.with_split_k(heuristics.fit_grid(whole), 132) == split
-    # Not with a wave or more of tiles, in pairs, or in the grouped layouts.
-    assert heuristics.with_split_k(choose_plan("dense", 4096, 7168, 2048, 1, 132), 132) is None
-    assert heuristics.with_split_k(replace(whole, cluster_size=2, multicast="a", inner_axis="n"), 132) is None
-    for mode, m, n, k, groups, expected in [("masked", 256, 7168, 2048, 4, 64), ("contiguous", 256, 2048, 2048, 2, None)]:
-        assert not any(heuristics.with_split_k(p, 132) for p in candidate_plans(mode, m, n, k, groups, 132, expected_m=expected))
-    # Switched on, the splits join the candidates. At the hand-over rate fitted on the H100 (2026-12-07) the
-    # model keeps the unsplit plan, as the GPU did; were hand-overs fast, it would rank a split first where
-    # fewer tiles than SMs leave SMs idle.
-    monkeypatch.setattr(heuristics, "SPLIT_K", True)
-    splits = [p for p in candidate_plans("dense", 64, 2112, 7168, 1, 132) if p.stream_k]
-    assert split in splits and all(p.num_tiles < 132 == p.num_sms for p in splits)
-    assert not choose_plan("dense", 64, 2112, 7168, 1, 132).stream_k
-    monkeypatch.setattr(heuristics, "STREAM_K_BYTES_PER_S", 200e9)
-    assert choose_plan("dense", 64, 2112, 7168, 1, 132).stream_k
-    assert not any(p.stream_k for p in candidate_plans("dense", 4096, 7168, 2048, 1, 132))
-    # Where the best unsplit plan is bound by device memory the split only ties with it, and the
-    # margin (SPLIT_K_MIN_GAIN) keeps the unsplit plan.
-    for m, n, k in [(64, 7168, 16384), (64, 4096, 7168), (1, 7168, 18432)]:
-        split_best = min((p for p in candidate_plans("dense", m, n, k, 1, 132) if p.stream_k), key=heuristics.estimate_seconds)
-        assert heuristics.estimate_seconds(split_best) <= heuristics.estimate_seconds(choose_plan("dense", m, n, k, 1, 132)) * 1.001
-        assert not choose_plan("dense", m, n, k, 1, 132).stream_k
-    monkeypatch.setattr(heuristics, "SPLIT_K_MIN_GAIN", 0.0)
-    assert choose_plan("dense", 64, 7168, 16384, 1, 132).stream_k
-
-
-def test_split_k_model_counts_a_hand_over_per_sender():
-    from pydg.scheduler import heuristics
-
-    # A tile split four ways: its owner loads three or four partials (a run may end inside it), where
-    # stream-K's share-out of a last wave hands over one.
-    whole = next(p for p in candidate_plans("dense", 64, 2112, 7168, 1, 132) if (p.block_m, p.block_n) == (64, 64))
-    split = heuristics.with_split_k(whole, 132)
-    partial = 64 * 64 * 4 / heuristics.STREAM_K_BYTES_PER_S
-    tile = heuristics.tile_seconds(64, 64, 7168, "none")
-    assert heuristics.hand_over_bytes(split) == 5 * 64 * 64 * 4
-    assert heuristics.hand_over_seconds(split) == pytest.approx(5 * partial + heuristics.TILE_OVERHEAD_S)
-    assert heuristics.tiles_seconds(split) == pytest.approx(33 / 132 * tile + 5 * partial + heuristics.TILE_OVERHEAD_S)
-    wave = heuristics.with_stream_k(choose_plan("dense", 4096, 7168, 2048, 1, 132))
-    wave_tile = heuristics.tile_seconds(wave.block_m, wave.block_n, 2048, wave.multicast)
-    one_hand_over = 2 * wave.block_m * wave.block_n * 4 / heuristics.STREAM_K_BYTES_PER_S + heuristics.TILE_OVERHEAD_S
-    assert heuristics.tiles_seconds(wave) == pytest.approx(
-        wave.stream_k_first_tile // 132 * wave_tile + wave.stream_k_tiles / 132 * wave_tile + one_hand_over)
 
 
 def test_fast_division_is_exact_for_every_32_bit_dividend():
@@ -551,25 +417,6 @@ def test_early_start_is_chosen_for_long_contiguous_tiles_only_and_needs_the_one_
     assert overlapped.overlap_promotion
     with pytest.raises(ValueError, match="early start"):
         replace(overlapped, early_start=True).validate()
-
-
-def test_prefetch_b_is_off_by_default_and_looks_at_most_one_tile_ahead():
-    """GemmPlan.prefetch_b: a kernel option with its own compile-time value and cache key, not chosen by
-    the heuristic until a GPU has timed it; the producer's second walk reaches the next tile only."""
-    for mode, m, n, k, groups, expected in (("dense", 4096, 32768, 512, 1, None), ("dense", 64, 7168, 2048, 1, None),
-                                            ("masked", 256, 7168, 2048, 4, 256)):
-        plan = choose_plan(mode, m, n, k, groups, 132, expected_m=expected)
-        assert plan.prefetch_b == 0 and plan.defines()["PYDG_PREFETCH_B"] == "0"
-        assert "prefetched" not in plan.summary()
-    base = choose_plan("masked", 256, 7168, 2048, 4, 132, expected_m=256)
-    ahead = replace(base, prefetch_b=6)
-    ahead.validate()
-    assert ahead.defines()["PYDG_PREFETCH_B"] == "6" and "B prefetched 6 k-blocks ahead" in ahead.summary()
-    assert source.cache_key(ahead) != source.cache_key(base)
-    replace(base, prefetch_b=base.num_k_blocks).validate()
-    for bad in (base.num_k_blocks + 1, -1):
-        with pytest.raises(ValueError, match="prefetch_b"):
-            replace(base, prefetch_b=bad).validate()
 
 
 @pytest.mark.parametrize("block_n", range(16, 257, 16))

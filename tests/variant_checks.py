@@ -1,5 +1,5 @@
-"""Checks shared by the GPU tests of kernel options (the early start, B's prefetch and L2 hint, the
-output staged in held stages, stream-K): a heuristic candidate in the tile and cluster form asked for,
+"""Checks shared by the GPU tests of kernel options (the early start, B's L2 hint, the output staged
+in held stages, the split tail): a heuristic candidate in the tile and cluster form asked for,
 and a plan with an option on compared with the same plan without it: right against the float64
 reference, nothing written where it must not be, and bit for bit the same (the products are added in
 the same order)."""

@@ -82,9 +82,6 @@ constexpr uint32_t kOverlapChunk = 4;
 
 constexpr uint32_t gcd(uint32_t a, uint32_t b) { return b == 0 ? a : gcd(b, a % b); }
 
-// Stream-K's workspace: the flags of up to this many CTAs, then the partial tiles.
-constexpr uint32_t kPartialsOffset = 1024;
-
 // The ring's next stage; the parity of the barrier phase to wait for flips each time it wraps.
 template <uint32_t kNumStages>
 DEVICE void advance_stage(uint32_t& stage, uint32_t& phase) {
@@ -111,13 +108,12 @@ DEVICE void with_constant(uint32_t value, const F& f) {
 
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kBlockN, uint32_t kNumStages, uint32_t kShapeN,
           uint32_t kShapeK, uint32_t kClusterSize, uint32_t kMulticast, bool kInnerIsM, bool kOverlapPromotion,
-          bool kOutputInStages, bool kEarlyStart, uint32_t kPrefetchB, bool kStreamK, bool kBEvictFirst,
+          bool kOutputInStages, bool kEarlyStart, bool kBEvictFirst,
           bool kSplitTail, uint32_t kSmemBytes>
 DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma_sa, const TmaMap& tma_d,
                      const TmaMap& tma_a_tail, const TmaMap& tma_sa_tail,
                      const float* __restrict__ scales_b, uint8_t* d_ptr, const int* grouping, uint32_t shape_m,
-                     uint32_t num_groups, uint32_t band, const RasterDivisors& raster, float* workspace,
-                     uint32_t sk_first, uint32_t sk_units) {
+                     uint32_t num_groups, uint32_t band, const RasterDivisors& raster) {
     // One math warpgroup per 64 rows up to two; a 256-row tile gives each warpgroup two 64-row
     // sub-blocks (rows g*64 and g*64 + 128), so each stage of B feeds four wgmma row blocks.
     constexpr uint32_t kNumMathGroups = kBlockM == 64 ? 1 : 2;
@@ -154,15 +150,10 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     // The early start (see `started`) runs in the one-accumulator loop only: the overlapped one keeps
     // both accumulator sets in flight.
     static_assert(!kEarlyStart || !kOverlapPromotion, "early start: not with overlapped promotion");
-    // Stream-K runs k-block ranges that start and end anywhere: the one-accumulator loop with runtime
-    // bounds, the output in an area of its own (held stages are counted from the tile's end), no
-    // look-ahead into the next tile's k-blocks.
-    static_assert(!kStreamK || (kMode == kDense && !kOverlapPromotion && !kOutputInStages && !kEarlyStart &&
-                                kPrefetchB == 0), "stream-K");
     // The split tail's half tiles are a 256-row tile's sub-block 0 or 1 (rows 0-127 or 128-255 of the
     // block) in the one-accumulator loop, stored from the math threads (the TMA store's box is 256 rows).
     static_assert(!kSplitTail || (kMode == kDense && kNumSubBlocks == 2 && !kOverlapPromotion && !kOutputInStages &&
-                                  !kEarlyStart && !kStreamK), "split tail");
+                                  !kEarlyStart), "split tail");
     // kMulticast: 0 = each CTA loads its own operands, 1 = the pair shares A, 2 = the pair shares B.
     constexpr bool kMulticastA = kClusterSize > 1 && kMulticast == 1;
     constexpr bool kMulticastB = kClusterSize > 1 && kMulticast == 2;
@@ -203,9 +194,8 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
     else
         __syncthreads();
 
-    TileScheduler<kMode, kBlockM, kNumNBlocks, kInnerIsM, kMode == kContiguous && kMulticastB, kStreamK, kNumKBlocks,
-                  kClusterSize, kSplitTail>
-        scheduler(shape_m, num_groups, band, grouping, raster, sk_first, sk_units);
+    TileScheduler<kMode, kBlockM, kNumNBlocks, kInnerIsM, kMode == kContiguous && kMulticastB, kClusterSize, kSplitTail>
+        scheduler(shape_m, num_groups, band, grouping, raster);
     Tile tile;
 
     if (thread >= kNumMathThreads) {
@@ -222,29 +212,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             const uint32_t tail_rows = kMode == kDense ? (shape_m % kBlockM + 15) / 16 * 16 : 0;
             const uint32_t tail_block = tail_rows != 0 && tail_rows < kBlockM ? shape_m / kBlockM : ~0u;
             uint32_t stage = 0, phase = 0;
-            // kPrefetchB: with k-block kb's loads, B's k-block kb + kPrefetchB goes into L2 (this
-            // tile's or, near its end, the next tile's), so the ring's loads of B, which the
-            // stages' shared memory limits to a few k-blocks ahead of the math, find it there.
-            // Where B is read by one tile only (masked groups, small M) it comes from device
-            // memory, whose latency under load is about two k-blocks of a 256-row tile's MMAs.
-            // A second walk, one tile ahead, gives the next tile.
-            auto prefetch_b = [&](const Tile& t, uint32_t kb) {
-                const bool loads_b = !(kMulticastB && !t.own_b) || cta_rank == 0;
-                if (!t.skip && !t.idle && loads_b)
-                    tma_prefetch_l2_3d(&tma_b, kb * kBlockK, t.n_block * kBlockN, kMode == kDense ? 0 : t.group);
-            };
-            auto ahead = scheduler;
-            Tile next;
-            bool has_next = false;
-            if constexpr (kPrefetchB > 0) {
-                // The first tile: the k-blocks between the ring's first fill and the first prefetch.
-                has_next = ahead.next(next);
-                for (uint32_t kb = kNumStages; has_next && kb < kPrefetchB && kb < kNumKBlocks; ++kb)
-                    prefetch_b(next, kb);
-            }
             while (scheduler.next(tile)) {
-                if constexpr (kPrefetchB > 0)
-                    has_next = ahead.next(next);
                 if (tile.skip)
                     continue;
                 const bool tail = tile.m_block == tail_block;
@@ -255,8 +223,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                 const int n_row = tile.n_block * kBlockN;
                 const int group_a = kMode == kMasked ? tile.group : 0;
                 const int group_b = kMode == kDense ? 0 : tile.group;
-                const uint32_t kb_end = kStreamK ? tile.kb_end : kNumKBlocks;
-                for (uint32_t kb = kStreamK ? tile.kb_begin : 0; kb < kb_end; ++kb) {
+                for (uint32_t kb = 0; kb < kNumKBlocks; ++kb) {
                     mbar_wait(&empty[stage], phase ^ 1);
                     uint64_t* bar = &full[stage];
                     if (tile.idle) {
@@ -287,13 +254,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                             tma_load_3d_multicast<kBEvictFirst>(&tma_b, bar, b_dst, k, n_row, group_b, 0x3);
                     } else {
                         tma_load_3d<kBEvictFirst>(&tma_b, bar, b_dst, k, n_row, group_b);
-                    }
-                    if constexpr (kPrefetchB > 0) {
-                        const uint32_t later = kb + kPrefetchB;
-                        if (later < kNumKBlocks)
-                            prefetch_b(tile, later);
-                        else if (has_next && later - kNumKBlocks < kNumKBlocks)
-                            prefetch_b(next, later - kNumKBlocks);
                     }
                     advance_stage<kNumStages>(stage, phase);
                 }
@@ -366,15 +326,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             holding = false;
         };
 
-        // Stream-K's workspace: a flag per CTA (kPartialsOffset floats, so up to that many CTAs), then
-        // each CTA's FP32 partial tile, laid out in the threads' fragment order so that each thread
-        // moves 16 bytes beside its neighbours' (pydg/scheduler/plan.py workspace_bytes).
-        int* sk_flags = reinterpret_cast<int*>(workspace);
-        auto partial_of = [&](uint32_t cta) {
-            return workspace + kPartialsOffset + static_cast<uint64_t>(cta) * (kBlockM * kBlockN) + thread * 4;
-        };
-        auto partial_index = [&](uint32_t s, uint32_t i) { return (s * kAccum + i) / 4 * kNumMathThreads * 4; };
-
         // B's scales of a whole tile go into shared memory from the math threads: the k-loop reads
         // them before it waits for a stage, and the producer's stages carry TMA bytes only (one
         // arrival completes them). Each thread loads at most kSbPerThread of them.
@@ -443,18 +394,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             return false;
         };
         bool has_tile = next_work(tile);
-#ifdef PYDG_SK_TRACE
-        // scripts/sk_probe.py: math thread 0's clock at the start, at each tile's k-loop start and end (the
-        // last six tiles), after the owner's wait, and at the end; 16 words per CTA past the partials.
-        uint64_t* trace = reinterpret_cast<uint64_t*>(workspace + kPartialsOffset +
-                                                      static_cast<uint64_t>(gridDim.x) * kBlockM * kBlockN) + blockIdx.x * 16;
-        uint32_t traced = 0;
-        auto mark = [&](uint32_t slot) {
-            if (thread == 0)
-                trace[slot] = global_timer();
-        };
-        mark(0);
-#endif
         bool scales_ready = false;  // B's scales of `tile` are in shared memory
         // kEarlyStart: the epilogue issues the next tile's first MMAs (k-block 0, sub-block 0, into
         // accum) among its stmatrix stores and waits for them after its TMA stores, so the tensor
@@ -481,9 +420,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             const uint32_t n_first = tile.n_block * kBlockN;
             Tile next_tile;
             bool has_next = false;
-#ifdef PYDG_SK_TRACE
-            mark(1 + traced % 6 * 2);
-#endif
             if (!scales_ready) {
                 // The first tile, or the first after idle ones. Every math thread has passed the
                 // previous tile's epilogue barrier, so no k-loop still reads the old scales.
@@ -627,9 +563,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                             promote(accum, final_accum[s], sc);
                         }
                     };
-                    // A tile started in the previous epilogue: its first sub-block's product waits in
-                    // accum; promote it, then run the rest of k-block 0.
-                    uint32_t kb_begin = kStreamK ? tile.kb_begin : 0;
                     if (halved) {
                         // The split tail's half tile: one sub-block (a runtime offset into the stage)
                         // into final_accum[0]. A few tiles per launch run this loop; it stays rolled.
@@ -648,7 +581,9 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                         }
                         return;
                     }
-                    const uint32_t kb_end = kStreamK ? tile.kb_end : kNumKBlocks;
+                    // A tile started in the previous epilogue: its first sub-block's product waits in
+                    // accum; promote it, then run the rest of k-block 0.
+                    uint32_t kb_begin = 0;
                     if (started) {
                         promote(accum, final_accum[0], scales_of(started_sa0, started_sa1, 0));
                         if constexpr (kNumSubBlocks > 1) {
@@ -682,21 +617,21 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                                 advance_stage<kNumStages>(stage, phase);
                             }
                         };
-                        constexpr bool kRuntimeStart = kEarlyStart || kStreamK || kNumKBlocks % kNumStages != 0;
+                        constexpr bool kRuntimeStart = kEarlyStart || kNumKBlocks % kNumStages != 0;
                         if constexpr (kRuntimeStart)
-                            runtime_stages(min(kb + (kNumStages - stage) % kNumStages, kb_end));
+                            runtime_stages(min(kb + (kNumStages - stage) % kNumStages, kNumKBlocks));
 #pragma unroll 1
-                        for (; kb + kNumStages <= kb_end; kb += kNumStages) {
+                        for (; kb + kNumStages <= kNumKBlocks; kb += kNumStages) {
 #pragma unroll
                             for (uint32_t at = 0; at < kNumStages; ++at)
                                 k_block(kb + at, at, phase);
                             phase ^= 1;
                         }
                         if constexpr (kRuntimeStart)
-                            runtime_stages(kb_end);
+                            runtime_stages(kNumKBlocks);
                     } else {
 #pragma unroll kUnroll
-                        for (uint32_t kb = kb_begin; kb < kb_end; ++kb) {
+                        for (uint32_t kb = kb_begin; kb < kNumKBlocks; ++kb) {
                             k_block(kb, stage, phase);
                             advance_stage<kNumStages>(stage, phase);
                         }
@@ -705,38 +640,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
             });
 
             // ------------------------------------------------------------ epilogue
-            // Stream-K: a share that starts past k-block 0 sends its FP32 sum to the tile's owner (the
-            // CTA whose share holds k-block 0) instead of writing D; an owner whose share ends early
-            // adds the others' sums first. The owner's share is the last of its cluster's and the
-            // senders' the first of theirs, so the sums are normally there before it looks.
-#ifdef PYDG_SK_TRACE
-            mark(2 + traced % 6 * 2);
-            ++traced;
-#endif
-            const bool sends_partial = kStreamK && tile.kb_begin > 0;
-            const bool gathers = kStreamK && tile.kb_begin == 0 && tile.kb_end < kNumKBlocks;
-            if constexpr (kStreamK) {
-                if (gathers) {
-                    scheduler.for_each_partial(tile.sk_unit, [&](uint32_t cta) {
-                        while (flag_acquire(sk_flags + cta) == 0) {
-                        }
-                        const float* part = partial_of(cta);
-#pragma unroll
-                        for (uint32_t s = 0; s < kNumSubBlocks; ++s)
-#pragma unroll
-                            for (uint32_t i = 0; i < kAccum; i += 4) {
-                                const float4 v = load_global_f32x4_cg(part + partial_index(s, i));
-                                final_accum[s][i + 0] += v.x;
-                                final_accum[s][i + 1] += v.y;
-                                final_accum[s][i + 2] += v.z;
-                                final_accum[s][i + 3] += v.w;
-                            }
-                    });
-#ifdef PYDG_SK_TRACE
-                    mark(14);
-#endif
-                }
-            }
             if constexpr (kBlockM != 256) {
                 has_next = next_work(next_tile);
                 scales_ready = has_next && !next_tile.idle;
@@ -760,41 +663,30 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
                                        : smem_d + c * Out::kChunkBytes;
             };
             const uint32_t matrix = lane / 8;
-            if (sends_partial) {
-                float* part = partial_of(blockIdx.x);
 #pragma unroll
-                for (uint32_t s = 0; s < kNumSubBlocks; ++s)
+            for (uint32_t s = 0; s < kNumSubBlocks; ++s) {
+                // A half tile's sum (final_accum[0]) goes to rows 0-127, where the store below reads it.
+                if (halved && s > 0)
+                    break;
+                // The early start's MMAs take about half as long as a 256-row tile's stores: issued
+                // after the first sub-block's stores, they still overlap the second's, and the
+                // next tile's k-block 0 (loaded two or three k-blocks before this epilogue) has that
+                // much longer to land. A 128- or 64-row tile's k-block takes as long as its stores.
+                if (started && s + 1 == kNumSubBlocks) {
+                    mbar_wait(&full[stage], phase);
+                    started_sa0 = smem_sa[stage * kBlockM + row0];
+                    started_sa1 = smem_sa[stage * kBlockM + row1];
+                    issue(accum, stage, 0);
+                }
+                const uint32_t st_row = s * kSubRows + math_group * 64 + warp_in_group * 16 + lane % 8 + (matrix % 2) * 8;
 #pragma unroll
-                    for (uint32_t i = 0; i < kAccum; i += 4)
-                        store_global_16(part + partial_index(s, i),
-                                        Bytes16{__float_as_uint(final_accum[s][i]), __float_as_uint(final_accum[s][i + 1]),
-                                                __float_as_uint(final_accum[s][i + 2]), __float_as_uint(final_accum[s][i + 3])});
-            } else {
-#pragma unroll
-                for (uint32_t s = 0; s < kNumSubBlocks; ++s) {
-                    // A half tile's sum (final_accum[0]) goes to rows 0-127, where the store below reads it.
-                    if (halved && s > 0)
-                        break;
-                    // The early start's MMAs take about half as long as a 256-row tile's stores: issued
-                    // after the first sub-block's stores, they still overlap the second's, and the
-                    // next tile's k-block 0 (loaded two or three k-blocks before this epilogue) has that
-                    // much longer to land. A 128- or 64-row tile's k-block takes as long as its stores.
-                    if (started && s + 1 == kNumSubBlocks) {
-                        mbar_wait(&full[stage], phase);
-                        started_sa0 = smem_sa[stage * kBlockM + row0];
-                        started_sa1 = smem_sa[stage * kBlockM + row1];
-                        issue(accum, stage, 0);
-                    }
-                    const uint32_t st_row = s * kSubRows + math_group * 64 + warp_in_group * 16 + lane % 8 + (matrix % 2) * 8;
-#pragma unroll
-                    for (uint32_t c = 0; c < kBlockN / 16; ++c) {
-                        const uint32_t st_col = c * 16 + (matrix / 2) * 8;
-                        stmatrix_x4(chunk(st_col / Out::kChunkCols) + Out::offset_in_chunk(st_row, st_col),
-                                    pack_bf16x2(final_accum[s][c * 8 + 0], final_accum[s][c * 8 + 1]),
-                                    pack_bf16x2(final_accum[s][c * 8 + 2], final_accum[s][c * 8 + 3]),
-                                    pack_bf16x2(final_accum[s][c * 8 + 4], final_accum[s][c * 8 + 5]),
-                                    pack_bf16x2(final_accum[s][c * 8 + 6], final_accum[s][c * 8 + 7]));
-                    }
+                for (uint32_t c = 0; c < kBlockN / 16; ++c) {
+                    const uint32_t st_col = c * 16 + (matrix / 2) * 8;
+                    stmatrix_x4(chunk(st_col / Out::kChunkCols) + Out::offset_in_chunk(st_row, st_col),
+                                pack_bf16x2(final_accum[s][c * 8 + 0], final_accum[s][c * 8 + 1]),
+                                pack_bf16x2(final_accum[s][c * 8 + 2], final_accum[s][c * 8 + 3]),
+                                pack_bf16x2(final_accum[s][c * 8 + 4], final_accum[s][c * 8 + 5]),
+                                pack_bf16x2(final_accum[s][c * 8 + 6], final_accum[s][c * 8 + 7]));
                 }
             }
             if (scales_ready)
@@ -804,16 +696,7 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
 
             const int m_row = tile.m_block * kBlockM + (halved ? (tile.half - 1) * kSubRows : 0);
             const int group_d = kMode == kMasked ? tile.group : 0;
-            if (gathers && thread == 0) {
-                // Every math thread has seen its flags (the barrier above): set them back for the next
-                // launch, which may be a replay of a CUDA graph with the same workspace.
-                scheduler.for_each_partial(tile.sk_unit, [&](uint32_t cta) { flag_release(sk_flags + cta, 0); });
-            }
-            if (sends_partial) {
-                // Every math thread's stores are ordered before this by the barrier above.
-                if (thread == 0)
-                    flag_release(sk_flags + blockIdx.x, 1);
-            } else if (tile.rows == kBlockM) {
+            if (tile.rows == kBlockM) {
                 // TMA clips rows past the tensor's end and columns past N.
                 if (thread == 0) {
 #pragma unroll
@@ -849,11 +732,6 @@ DEVICE void fp8_gemm(const TmaMap& tma_a, const TmaMap& tma_b, const TmaMap& tma
         if (kOutputInStages && holding)
             release_held();
         bulk_wait_read();
-#ifdef PYDG_SK_TRACE
-        mark(15);
-        if (thread == 0)
-            trace[13] = traced;
-#endif
     }
 }
 

@@ -11,7 +11,7 @@ from pydg.utils import align, ceil_div
 
 # Parameter slots of pydg_fp8_gemm (fp8_gemm.cu).
 (MAP_A, MAP_B, MAP_SA, MAP_D, MAP_A_TAIL, MAP_SA_TAIL, PTR_SB, PTR_D, PTR_GROUPING, SHAPE_M, NUM_GROUPS,
- BAND, RASTER, PTR_WORKSPACE, SK_FIRST, SK_UNITS) = range(16)
+ BAND, RASTER) = range(13)
 # Each map's slot and the pointer (index into the pointers of a call) it is encoded from.
 MAP_POINTERS = ((MAP_A, 0), (MAP_SA, 1), (MAP_B, 2), (MAP_D, 4), (MAP_A_TAIL, 0), (MAP_SA_TAIL, 1))
 
@@ -87,11 +87,6 @@ class GemmLauncher:
         self.launch.set_value(NUM_GROUPS, plan.num_groups)
         self.launch.set_value(BAND, plan.band)
         self.launch.set_words(RASTER, raster_divisors(plan))
-        self.launch.set_value(SK_FIRST, plan.stream_k_first_tile)
-        self.launch.set_value(SK_UNITS, plan.stream_k_units)
-        self.device = device
-        self.stream_k = plan.stream_k
-        self.workspace_stream: int | None = None  # the stream whose workspace the parameters hold
         self.specs = tensor_map_specs(plan, ops)
         for spec in self.specs:
             spec.validate()
@@ -117,16 +112,7 @@ class GemmLauncher:
         self.launch.set_value(PTR_GROUPING, pointers[5])
         self.pointers = pointers
 
-    def bind_workspace(self, stream: int) -> None:
-        """Stream-K plans: point the kernel at the workspace of `stream` (driver/workspace.py)."""
-        from pydg.driver.workspace import workspace
-
-        self.launch.set_value(PTR_WORKSPACE, workspace(self.device, stream, self.plan.workspace_bytes))
-        self.workspace_stream = stream
-
     def __call__(self, pointers: tuple[int, ...], stream: int) -> None:
         if pointers != self.pointers:
             self.set_pointers(pointers)
-        if self.stream_k and stream != self.workspace_stream:
-            self.bind_workspace(stream)
         self.launch.launch(stream)

@@ -172,15 +172,6 @@ DEVICE void tma_load_3d_multicast(const TmaMap* map, uint64_t* bar, void* dst, i
     }
 }
 
-// Brings a box of the tensor into L2 without writing shared memory or signalling a barrier: a
-// later load of it is an L2 hit. It lets the producer run further ahead of device memory than the
-// ring of stages (bounded by shared memory) allows.
-DEVICE void tma_prefetch_l2_3d(const TmaMap* map, int c0, int c1, int c2) {
-    asm volatile("cp.async.bulk.prefetch.tensor.3d.L2.global.tile [%0, {%1, %2, %3}];"
-                 ::"l"(map), "r"(c0), "r"(c1), "r"(c2)
-                 : "memory");
-}
-
 DEVICE void tma_store_3d(const TmaMap* map, const void* src, int c0, int c1, int c2) {
     asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%2, %3, %4}], [%1];"
                  ::"l"(map), "r"(smem_addr(src)), "r"(c0), "r"(c1), "r"(c2)
@@ -260,34 +251,5 @@ DEVICE void store_global_16(void* dst, Bytes16 v) {
 DEVICE int load_global_int(const int* ptr) {
     int value;
     asm volatile("ld.global.s32 %0, [%1];" : "=r"(value) : "l"(ptr));
-    return value;
-}
-
-// ---- stream-K partial tiles: FP32 fragments handed between CTAs through global memory
-// The partials live in L2 (written and read once per launch); .cg keeps the reader's loads out of
-// its SM's L1, which an earlier launch may have filled with the same addresses.
-DEVICE float4 load_global_f32x4_cg(const float* src) {
-    float4 v;
-    asm volatile("ld.global.cg.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(src)
-                 : "memory");
-    return v;
-}
-
-// A flag that publishes a partial: the writer's threads store it, meet at a barrier, and one of them
-// releases the flag at GPU scope (the fence makes the whole CTA's stores, ordered before it by the
-// barrier, visible first). The reader acquires it before it loads the partial.
-DEVICE void flag_release(int* flag, int value) {
-    asm volatile("fence.acq_rel.gpu;\nst.relaxed.gpu.global.s32 [%0], %1;" ::"l"(flag), "r"(value) : "memory");
-}
-
-DEVICE uint64_t global_timer() {
-    uint64_t ns;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));
-    return ns;
-}
-
-DEVICE int flag_acquire(const int* flag) {
-    int value;
-    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(value) : "l"(flag) : "memory");
     return value;
 }

@@ -1,8 +1,4 @@
 // The persistent tile walk: CTA b takes tiles b, b + gridDim.x, b + 2 * gridDim.x, ...
-// With stream-K (dense only) the walk stops at sk_first, and the last tiles (the partial last wave
-// plus one whole wave) are shared out as k-blocks instead: cluster c takes units
-// [c * W / C, (c + 1) * W / C) of the W = (tiles / cluster size) x (k-blocks) units, so every
-// cluster finishes at the same time however few tiles the last wave had.
 // With the split tail (dense 256-row tiles), the partial last wave's tiles run as two 128-row halves
 // each, on twice as many CTAs: the walk goes on past the last tile with half-tile indices, so the
 // CTAs that would idle through the last wave take half of a tile's work each (GemmPlan.split_tail).
@@ -23,13 +19,6 @@ struct Tile {
     // together: the multicast lands in the same stage of both CTAs.
     bool idle;       // this block is padding and the peer's is not: the stages turn over with no loads or math
     bool own_b;      // the two blocks' experts differ: each CTA loads its own B (no multicast)
-    // The k-blocks [kb_begin, kb_end) this CTA computes (all of them but in stream-K's share-out).
-    // kb_begin > 0: the CTA writes its FP32 partial for the CTA that computes k-block 0 ("owner"),
-    // which adds every partial of the tile before it writes D. sk_unit: the tile's index among the
-    // shared-out tiles of this CTA's cluster rank.
-    uint32_t kb_begin;
-    uint32_t kb_end;
-    uint32_t sk_unit;
     // Split tail: 0 for a whole tile; 1 + s for sub-block s's 128 rows only (rows s * 128 of the block).
     uint32_t half;
 };
@@ -56,7 +45,7 @@ struct RasterDivisors {
 };
 
 template <uint32_t kMode, uint32_t kBlockM, uint32_t kNumNBlocks, bool kInnerIsM, bool kPairsShareB,
-          bool kStreamK = false, uint32_t kNumKBlocks = 1, uint32_t kClusterSize = 1, bool kSplitTail = false>
+          uint32_t kClusterSize = 1, bool kSplitTail = false>
 struct TileScheduler {
     uint32_t shape_m;     // rows of A per group (dense: M, contiguous: M_sum, masked: M_max)
     uint32_t num_groups;
@@ -68,44 +57,15 @@ struct TileScheduler {
     const RasterDivisors& divisors;
     uint32_t group = 0;             // masked: the group the walk has reached
     uint32_t group_first_tile = 0;  // masked: tiles in the groups before it
-    // Stream-K: the first shared-out tile, the units of the share-out, and this cluster's next unit
-    // and end.
-    uint32_t sk_first = 0, sk_units = 0, sk_pos = 0, sk_end = 0;
     // Split tail: the first tile of the partial last wave.
     uint32_t split_first = 0;
 
     DEVICE TileScheduler(uint32_t shape_m, uint32_t num_groups, uint32_t band, const int* grouping,
-                         const RasterDivisors& divisors, uint32_t sk_first = 0, uint32_t sk_units = 0)
+                         const RasterDivisors& divisors)
         : shape_m(shape_m), num_groups(num_groups), band(band), grouping(grouping), next_index(blockIdx.x),
-          divisors(divisors), sk_first(sk_first), sk_units(sk_units) {
-        if (kStreamK) {
-            sk_pos = sk_start(cluster());
-            sk_end = sk_start(cluster() + 1);
-        }
+          divisors(divisors) {
         if (kSplitTail)
             split_first = divisors.num_tiles - divisors.num_tiles % gridDim.x;
-    }
-
-    DEVICE uint32_t cluster() const { return blockIdx.x / kClusterSize; }
-
-    // The first unit of cluster c's share. In 32 bits (plan.py keeps clusters x units below 2^32): a
-    // 64-bit division is a subroutine call, and a call in the math warps' code made ptxas keep the
-    // k-loop's stage in vector registers (64 R2UR per k-loop, 11% slower at 4096x32768x512).
-    DEVICE uint32_t sk_start(uint32_t c) const { return c * sk_units / (gridDim.x / kClusterSize); }
-
-    // f(cta) for each CTA that holds a partial of shared-out tile `unit` for this CTA, which computes
-    // its k-block 0: the same rank in each later cluster whose (non-empty) share starts inside the tile.
-    template <typename F>
-    DEVICE void for_each_partial(uint32_t unit, const F& f) const {
-        const uint32_t num_clusters = gridDim.x / kClusterSize;
-        const uint32_t tile_end = (unit + 1) * kNumKBlocks;
-        uint32_t start = sk_start(cluster() + 1);
-        for (uint32_t c = cluster() + 1; c < num_clusters && start < tile_end; ++c) {
-            const uint32_t end = sk_start(c + 1);
-            if (start < end)
-                f(c * kClusterSize + blockIdx.x % kClusterSize);
-            start = end;
-        }
     }
 
     // Tiles are walked in bands of `band` blocks along the inner axis: the CTAs that run together
@@ -154,22 +114,7 @@ struct TileScheduler {
         tile.skip = tile.idle = tile.own_b = false;
         tile.group = 0;
         tile.rows = kBlockM;
-        tile.kb_begin = 0;
-        tile.kb_end = kNumKBlocks;
         tile.half = 0;
-        if (kStreamK && index >= sk_first) {
-            // The share-out: a run of k-blocks of one tile (both CTAs of a pair take the same run of
-            // their two tiles, which share the multicast block).
-            if (sk_pos >= sk_end)
-                return false;
-            const uint32_t unit = sk_pos / kNumKBlocks;
-            tile.kb_begin = sk_pos - unit * kNumKBlocks;
-            tile.kb_end = min(kNumKBlocks, sk_end - unit * kNumKBlocks);
-            tile.sk_unit = unit;
-            sk_pos = unit * kNumKBlocks + tile.kb_end;
-            raster(sk_first + unit * kClusterSize + blockIdx.x % kClusterSize, tile);
-            return true;
-        }
         if (kMode == kMasked) {
             for (; group < num_groups; ++group) {
                 const uint32_t valid = masked_rows(group);

@@ -19,7 +19,7 @@ KERNEL_DIR = pathlib.Path(__file__).resolve().parent
 ENTRY = "fp8_gemm.cu"
 KERNEL_NAME = "pydg_fp8_gemm"
 # The kernel's parameters in order (fp8_gemm.cu), as driver.launch parameter kinds.
-PARAMS = ("tensor_map",) * 6 + ("pointer", "pointer", "pointer", "u32", "u32", "u32", "u32x8", "pointer", "u32", "u32")
+PARAMS = ("tensor_map",) * 6 + ("pointer", "pointer", "pointer", "u32", "u32", "u32", "u32x8")
 INCLUDE_OPTION = "--include-path="
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"', re.MULTILINE)
 

@@ -78,25 +78,6 @@ MULTICAST_MIN_ROWS = 512
 # 0.977x and 0.969x; within 1.5% the other way at 300 x 7168 x 2048 (1.011x) and masked 1 x 1024 and
 # 2 x 512 x 4096 x 7168 (1.014x, 1.007x). With one row block both walks are the same.
 SINGLE_INNER_AXIS = "m"
-# Stream-K (GemmPlan.stream_k) is an option the heuristic does not take: on the H100 it was slower on
-# every shape timed (scripts/ab_stream_k.py, sk_probe.py; bench/NOTES.md, 2026-12-06). Its model, for
-# the plans it is asked about: a tile split among CTAs costs a sender's store and the owner's load of
-# each sender's FP32 tile through L2, at about this rate per SM, and one more pipeline restart. The rate is
-# the median of what 39 split plans on 10 small-M shapes implied on the H100 (2 to 41 GB/s; bench/results/
-# h100_2026-12-07_splitk_2df89bd.log): the owner waits on its senders, so a hand-over costs far more than
-# the bytes at L2's speed (200 GB/s was assumed before).
-STREAM_K_BYTES_PER_S = 10e9
-# Split-K where a dense shape has fewer tiles than SMs (small M): every tile shared out by stream-K, so
-# all SMs work and each reads a part of K (with_split_k; scripts/ab_split_k.py times it). Off: on the H100
-# (2026-12-07) every split was slower than the unsplit plan chosen, on all 10 small-M shapes timed, by
-# 1.05x (64 x 7168 x 16384) to 1.9x; the best split of 64 x 2112 x 7168 ran 15.8 us against 13.7.
-# With the fitted rate above, the model no longer ranks a split first either.
-SPLIT_K = False
-# A split is chosen only where the model predicts it at least this fraction faster than the best
-# unsplit plan: where that plan is bound by device memory (64 x 7168 x 16384, 64 x 4096 x 7168), a split
-# ties with it and would win the tie on less tile work, with no gain to show for its hand-overs. Not yet
-# fitted: no split has won on a GPU.
-SPLIT_K_MIN_GAIN = 0.1
 # B's loads marked evict-first in L2 (GemmPlan.b_evict_first) where at most this many tiles read each
 # box of B (GemmPlan.b_readers) and B is at most B_EVICT_FIRST_MAX_BYTES. Measured, not derived:
 # same-run plan A/Bs on the H100 (scripts/ab_plans.py --toggle evictB), time with the hint against
@@ -131,7 +112,9 @@ B_EVICT_FIRST_MAX_BYTES = 256 << 20
 EARLY_START_MIN_K_BLOCKS = 32
 # The split tail (GemmPlan.split_tail) where the dense 256-row plan chosen ends in a partial wave of at
 # most half the CTAs: its tiles' halves then fill at most one wave, about half a tile's time instead
-# of a whole one. Of the 72 dense shapes benchmarked, 8 qualify: 4096 x 32768 x 512 (4 tiles after 31
+# of a whole one. (Stream-K, which shared the last waves out as runs of k-blocks, and split-K for small
+# M were timed slower than the plans chosen on every shape, H100, 2026-12-06/07: the hand-over of FP32
+# partials between CTAs cost more than the idle SMs. Both were removed; bench/NOTES.md has the numbers.) Of the 72 dense shapes benchmarked, 8 qualify: 4096 x 32768 x 512 (4 tiles after 31
 # waves), 4096 x 24576 x 1536 (36 after 23) and six with M = 6000 (24 after 10 or 26). Off until a GPU
 # has run its tests (tests/test_split_tail_gpu.py) and timed it (gpu_check.sh pending split): the
 # session that wrote it (2026-12-08) was lent none.
@@ -183,12 +166,8 @@ def tile_seconds(block_m: int, block_n: int, k: int, multicast: str) -> float:
 
 
 def tiles_seconds(plan: GemmPlan) -> float:
-    """The SMs' time: whole waves of tiles; with stream-K, the whole waves before the share-out and
-    each CTA's equal share of the rest, plus the hand-overs of partial tiles."""
+    """The SMs' time: whole waves of tiles; with the split tail, the whole waves and the halves."""
     tile = tile_seconds(plan.block_m, plan.block_n, plan.k, plan.multicast)
-    if plan.stream_k:
-        return (plan.stream_k_first_tile // plan.num_sms * tile + plan.stream_k_tiles / plan.num_sms * tile
-                + hand_over_seconds(plan))
     if plan.split_tail_tiles:
         # The halves: one sub-block of each warpgroup, the work of a 128-row tile.
         halves = ceil_div(2 * plan.split_tail_tiles, plan.num_sms)
@@ -196,20 +175,6 @@ def tiles_seconds(plan: GemmPlan) -> float:
         return plan.num_tiles // plan.num_sms * tile + halves * half
     waves = ceil_div(max(plan.num_tiles, 1), plan.num_sms)
     return waves * tile
-
-
-def hand_over_bytes(plan: GemmPlan) -> int:
-    """The FP32 partials one split tile passes on in a stream-K plan: the owner loads the partial of
-    every CTA whose run of k-blocks ends in its tile (one where each CTA runs a tile's worth or more,
-    more where tiles are split finer, as in a split-K), and one more tile's worth is stored."""
-    run = max(1, plan.stream_k_units // (plan.num_sms // plan.cluster_size))  # k-blocks per CTA
-    senders = ceil_div(plan.num_k_blocks, run)
-    return (1 + senders) * plan.block_m * plan.block_n * 4
-
-
-def hand_over_seconds(plan: GemmPlan) -> float:
-    """A stream-K plan's cost of passing partial tiles on (scripts/ab_split_k.py fits the rate)."""
-    return hand_over_bytes(plan) / STREAM_K_BYTES_PER_S + TILE_OVERHEAD_S
 
 
 def estimate_seconds(plan: GemmPlan) -> float:
@@ -259,41 +224,6 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
                     plan = replace(plan, num_sms=num_sms)
                 plan.validate()
                 yield plan
-                split = with_split_k(plan, num_sms, smem_limit) if SPLIT_K else None
-                if split is not None:
-                    yield split
-
-
-def stream_k_form(plan: GemmPlan, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan:
-    """The plan with stream-K on, in the form the kernel runs it: the one-accumulator loop with the
-    output in its own area, no early start or prefetch, and the stages counted again. Whether the
-    plan allows it is the caller's question (allows_stream_k, validate)."""
-    return replace(plan, stream_k=True, overlap_promotion=False, output_in_stages=False, early_start=False,
-                   prefetch_b=0, split_tail=False, num_stages=max_stages(plan.block_m, plan.block_n, plan.k, smem_limit))
-
-
-def with_stream_k(plan: GemmPlan, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan | None:
-    """The plan with its last wave shared out as k-blocks (GemmPlan.stream_k; an option, see
-    STREAM_K_BYTES_PER_S), where there is more than one wave and the last is partial; None elsewhere."""
-    if plan.mode != "dense" or plan.num_tiles <= plan.num_sms or plan.block_m == 64:
-        return None
-    return _if_allowed(stream_k_form(plan, smem_limit))
-
-
-def _if_allowed(shared_out: GemmPlan) -> GemmPlan | None:
-    """A stream-K form (validated) if it keeps enough stages and the kernel takes it, else None."""
-    if shared_out.num_stages < MIN_STAGES or not shared_out.allows_stream_k:
-        return None
-    shared_out.validate()
-    return shared_out
-
-
-def with_split_k(plan: GemmPlan, num_sms: int, smem_limit: int = MAX_SMEM_BYTES) -> GemmPlan | None:
-    """The single-CTA dense plan's tiles, fewer than num_sms, shared out over num_sms CTAs as runs of
-    k-blocks (stream-K with no whole tiles before the share-out); None where that does not apply."""
-    if plan.mode != "dense" or plan.cluster_size != 1 or plan.num_tiles >= num_sms:
-        return None
-    return _if_allowed(stream_k_form(replace(plan, num_sms=num_sms), smem_limit))
 
 
 def l2_bytes_per_tile(plan: GemmPlan) -> float:
@@ -310,18 +240,12 @@ def _rank(plan: GemmPlan) -> tuple:
     # sharing B 716, none 713; 4096 x 2112 x 7168 at 128x176: 99.4, 100.5 and 101.4). Not in the
     # masked layout, whose pairs lost there (1 x 1024 x 7168 x 2048 at 256x128: 33.3 against 31.8 us).
     tie = plan.cluster_size if plan.mode == "masked" else l2_bytes_per_tile(plan)
-    seconds = estimate_seconds(plan) / (1 - SPLIT_K_MIN_GAIN if is_split_k(plan) else 1)
-    return (round(seconds * 1e9), round(tiles_seconds(plan) * 1e9), -plan.block_m * plan.block_n, tie)
-
-
-def is_split_k(plan: GemmPlan) -> bool:
-    """Stream-K with fewer tiles than CTAs: every tile is shared out (with_split_k's plans)."""
-    return plan.stream_k and plan.num_tiles < plan.num_sms
+    return (round(estimate_seconds(plan) * 1e9), round(tiles_seconds(plan) * 1e9), -plan.block_m * plan.block_n, tie)
 
 
 def fit_grid(plan: GemmPlan) -> GemmPlan:
     """Fewer CTAs than SMs when there are fewer tiles: idle CTAs would only cost launch time."""
-    if plan.mode != "masked" and plan.num_tiles < plan.num_sms and not plan.stream_k:
+    if plan.mode != "masked" and plan.num_tiles < plan.num_sms:
         return replace(plan, num_sms=max(plan.cluster_size, plan.num_tiles + plan.num_tiles % plan.cluster_size))
     return plan
 

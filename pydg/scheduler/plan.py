@@ -14,10 +14,6 @@ BLOCK_MS = (64, 128, 256)
 # A contiguous-layout block of rows must belong to one expert: no taller than the segment alignment.
 CONTIGUOUS_BLOCK_M_LIMIT = CONTIGUOUS_M_ALIGNMENT
 MODE_IDS = {"dense": 0, "contiguous": 1, "masked": 2}
-# Stream-K's workspace holds a flag per CTA in front of the partial tiles (fp8_gemm.cuh kPartialsOffset).
-MAX_STREAM_K_CTAS = 1024
-# The owner adds a partial tile while the next tile's accumulators are live: 128 x 192 spilled (K = 640).
-MAX_STREAM_K_BLOCK_N = 176
 
 
 def b_scale_blocks_per_tile(block_n: int) -> int:
@@ -57,15 +53,6 @@ class GemmPlan:
     waits for it after them, so the tensor cores work through the stores (one-accumulator loop
     only, see allows_early_start). The heuristic takes it in the contiguous layout at long K, where
     it was timed faster (heuristics.with_early_start).
-    prefetch_b: the producer prefetches B's k-block kb + prefetch_b (this tile's or the next's) into
-    L2 with k-block kb's loads, beyond the ring of stages; 0: no prefetch. At most num_k_blocks.
-    Off by default until it is timed on a GPU.
-    stream_k: dense only. The last tiles (stream_k_tiles: the partial last wave plus one whole wave)
-    are shared out among the clusters as equal runs of k-blocks instead of whole tiles, so no SM
-    idles through the last wave; a tile split between two CTAs is finished by the one that computes
-    its k-block 0, which adds the other's FP32 sum from a workspace (workspace_bytes) before it
-    writes D. One-accumulator loop, output in an area of its own, no early start, no prefetch.
-    Off by default: slower on every shape timed on the H100 (bench/NOTES.md, 2026-12-06).
     b_evict_first: B's loads carry an L2 evict-first policy (heuristics.with_b_evict_first sets it
     where few tiles read each box of B, b_readers, and B is not too big, b_bytes).
     split_tail: dense 256-row tiles only. The tiles of the partial last wave (split_tail_tiles) run as
@@ -92,8 +79,6 @@ class GemmPlan:
     overlap_promotion: bool = False
     output_in_stages: bool = False
     early_start: bool = False
-    prefetch_b: int = 0
-    stream_k: bool = False
     b_evict_first: bool = False
     split_tail: bool = False
 
@@ -129,20 +114,8 @@ class GemmPlan:
     @property
     def allows_early_start(self) -> bool:
         """The early start runs in the one-accumulator loop; the overlapped one keeps both
-        accumulator sets in flight across k-blocks, and stream-K's shares start anywhere (fp8_gemm.cuh's
-        static_asserts)."""
-        return not self.overlap_promotion and not self.stream_k
-
-    @property
-    def allows_stream_k(self) -> bool:
-        """The dense layout with a partial last wave (the share-out is by whole pairs of a cluster),
-        in the one-accumulator loop with the output in its own area (fp8_gemm.cuh's static_assert),
-        at most MAX_STREAM_K_BLOCK_N wide, and shares whose bounds the kernel computes in 32 bits."""
-        rest = self.partial_wave_tiles
-        return (self.mode == "dense" and rest % self.cluster_size == 0 and rest > 0 and self.num_sms <= MAX_STREAM_K_CTAS
-                and self.block_n <= MAX_STREAM_K_BLOCK_N
-                and (self.num_tiles + self.num_sms) * self.num_k_blocks * self.num_sms < 2 ** 32
-                and not (self.overlap_promotion or self.output_in_stages or self.early_start or self.prefetch_b))
+        accumulator sets in flight across k-blocks (fp8_gemm.cuh's static_assert)."""
+        return not self.overlap_promotion
 
     @property
     def partial_wave_tiles(self) -> int:
@@ -152,43 +125,14 @@ class GemmPlan:
     @property
     def allows_split_tail(self) -> bool:
         """Half tiles are the two sub-blocks of a 256-row dense tile, in the one-accumulator loop with the
-        output in its own area and without the early start or stream-K (fp8_gemm.cuh's static_assert)."""
+        output in its own area and without the early start (fp8_gemm.cuh's static_assert)."""
         return (self.mode == "dense" and self.block_m == 256
-                and not (self.overlap_promotion or self.output_in_stages or self.early_start or self.stream_k))
+                and not (self.overlap_promotion or self.output_in_stages or self.early_start))
 
     @property
     def split_tail_tiles(self) -> int:
         """Tiles run as halves: those of the partial last wave (the kernel's split_first onwards)."""
         return self.partial_wave_tiles if self.split_tail else 0
-
-    @property
-    def stream_k_tiles(self) -> int:
-        """Tiles shared out as runs of k-blocks: the partial last wave plus one whole wave, so that every
-        cluster's share is at least a tile's k-blocks and no tile is split among more than two CTAs
-        (all tiles where there are fewer than one wave)."""
-        if not self.stream_k:
-            return 0
-        full, rest = divmod(self.num_tiles, self.num_sms)
-        return rest + (self.num_sms if full else 0)
-
-    @property
-    def stream_k_first_tile(self) -> int:
-        """The first shared-out tile of the walk (the kernel's sk_first)."""
-        return self.num_tiles - self.stream_k_tiles
-
-    @property
-    def stream_k_units(self) -> int:
-        """k-blocks of the share-out per cluster rank (the kernel's sk_units): pairs of tiles share out
-        together, each CTA taking its own tile of the pair."""
-        return self.stream_k_tiles // self.cluster_size * self.num_k_blocks
-
-    @property
-    def workspace_bytes(self) -> int:
-        """Stream-K's workspace: a 4-byte flag per CTA (room for MAX_STREAM_K_CTAS), then one FP32 tile
-        per CTA (fp8_gemm.cuh kPartialsOffset); 0 without stream-K."""
-        if not self.stream_k:
-            return 0
-        return MAX_STREAM_K_CTAS * 4 + self.num_sms * self.block_m * self.block_n * 4
 
     @property
     def tail_rows(self) -> int:
@@ -277,8 +221,6 @@ class GemmPlan:
             "PYDG_OVERLAP_PROMOTION": "true" if self.overlap_promotion else "false",
             "PYDG_OUTPUT_IN_STAGES": "true" if self.output_in_stages else "false",
             "PYDG_EARLY_START": "true" if self.early_start else "false",
-            "PYDG_PREFETCH_B": str(self.prefetch_b),
-            "PYDG_STREAM_K": "true" if self.stream_k else "false",
             "PYDG_B_EVICT_FIRST": "true" if self.b_evict_first else "false",
             "PYDG_SPLIT_TAIL": "true" if self.split_tail else "false",
             "PYDG_SMEM_BYTES": str(self.smem_bytes),
@@ -292,8 +234,6 @@ class GemmPlan:
                 + (", overlapped promotion" if self.overlap_promotion else "")
                 + (f", output staged in {self.held_stages} stages" if self.output_in_stages else "")
                 + (", next tile started early" if self.early_start else "")
-                + (f", B prefetched {self.prefetch_b} k-blocks ahead" if self.prefetch_b else "")
-                + (f", stream-K over the last {self.stream_k_tiles} tiles" if self.stream_k else "")
                 + (", B evict-first in L2" if self.b_evict_first else "")
                 + (f", last {self.split_tail_tiles} tiles split in halves" if self.split_tail else "")
                 + (f", last block loads {self.tail_rows} rows of A" if self.tail_rows else ""))
@@ -333,15 +273,8 @@ class GemmPlan:
                             "and one stage more, and no overlapped promotion")
         if self.early_start and not self.allows_early_start:
             problems.append("early start needs the one-accumulator loop (no overlapped promotion)")
-        # The producer's second walk looks one tile ahead, no further.
-        if not 0 <= self.prefetch_b <= self.num_k_blocks:
-            problems.append(f"prefetch_b {self.prefetch_b} outside 0..num_k_blocks ({self.num_k_blocks})")
-        if self.stream_k and not self.allows_stream_k:
-            problems.append(f"stream-K needs the dense layout, block_n <= {MAX_STREAM_K_BLOCK_N}, a partial last wave "
-                            f"of whole cluster pairs, at most {MAX_STREAM_K_CTAS} CTAs, the one-accumulator loop, "
-                            "the output in its own area, no early start and no prefetch")
         if self.split_tail and not self.allows_split_tail:
             problems.append("split tail needs dense 256-row tiles, the one-accumulator loop, the output in its own "
-                            "area, no early start and no stream-K")
+                            "area and no early start")
         if problems:
             raise ValueError("invalid plan: " + "; ".join(problems))

@@ -19,12 +19,6 @@ class Tile:
     # the pipeline over with no loads or math (idle); blocks of different experts load B each.
     idle: bool = False
     own_b: bool = False
-    # The k-blocks [kb_begin, kb_end) the CTA computes (kb_end 0: all of them). Stream-K's shares:
-    # kb_begin > 0 sends the sum to the tile's owner; kb_begin == 0 with kb_end short of the tile's
-    # k-blocks owns it and adds the partials of stream_k_partials(plan, cta, sk_unit).
-    kb_begin: int = 0
-    kb_end: int = 0
-    sk_unit: int = -1
     # Split tail: 0 for a whole tile, 1 + s for sub-block s's half (rows s * block_m / 2 on).
     half: int = 0
 
@@ -84,41 +78,6 @@ def raster_group(plan: GemmPlan, index: int, num_m_blocks: int) -> tuple[int, in
     return _place(plan, band_idx, local, local // width, width)
 
 
-def stream_k_start(plan: GemmPlan, cluster: int) -> int:
-    """The first unit (k-block of the share-out) of a cluster's share (TileScheduler::sk_start)."""
-    return cluster * plan.stream_k_units // (plan.num_sms // plan.cluster_size)
-
-
-def stream_k_partials(plan: GemmPlan, cta: int, unit: int) -> list[int]:
-    """The CTAs whose partial sums of shared-out tile `unit` the owner `cta` adds
-    (TileScheduler::for_each_partial): its rank in each later cluster whose non-empty share starts
-    inside the tile."""
-    clusters = plan.num_sms // plan.cluster_size
-    tile_end = (unit + 1) * plan.num_k_blocks
-    found = []
-    for cluster in range(cta // plan.cluster_size + 1, clusters):
-        start, end = stream_k_start(plan, cluster), stream_k_start(plan, cluster + 1)
-        if start >= tile_end:
-            break
-        if start < end:
-            found.append(cluster * plan.cluster_size + cta % plan.cluster_size)
-    return found
-
-
-def _stream_k_shares(plan: GemmPlan, cta: int, divisors: tuple[int, ...]) -> Iterator[Tile]:
-    """A CTA's runs of k-blocks of the shared-out tiles (TileScheduler::next past sk_first)."""
-    k_blocks, rank = plan.num_k_blocks, cta % plan.cluster_size
-    position = stream_k_start(plan, cta // plan.cluster_size)
-    end = stream_k_start(plan, cta // plan.cluster_size + 1)
-    while position < end:
-        unit = position // k_blocks
-        begin = position - unit * k_blocks
-        stop = min(k_blocks, end - unit * k_blocks)
-        m_block, n_block = raster(plan, plan.stream_k_first_tile + unit * plan.cluster_size + rank, divisors)
-        yield Tile(m_block, n_block, 0, plan.block_m, False, kb_begin=begin, kb_end=stop, sk_unit=unit)
-        position = unit * k_blocks + stop
-
-
 def cta_tiles(plan: GemmPlan, cta: int, grouping: Sequence[int] = ()) -> Iterator[Tile]:
     """The tiles CTA `cta` processes, in order. `grouping` is m_indices (contiguous) or masked_m."""
     index = cta
@@ -138,7 +97,7 @@ def cta_tiles(plan: GemmPlan, cta: int, grouping: Sequence[int] = ()) -> Iterato
         return
     divisors = raster_divisors(plan)
     split_first = plan.num_tiles - plan.split_tail_tiles
-    while index < (plan.stream_k_first_tile if plan.stream_k else split_first):
+    while index < split_first:
         m_block, n_block = raster(plan, index, divisors)
         if plan.mode != "contiguous":
             yield Tile(m_block, n_block, 0, plan.block_m, False)
@@ -152,8 +111,6 @@ def cta_tiles(plan: GemmPlan, cta: int, grouping: Sequence[int] = ()) -> Iterato
             else:
                 yield Tile(m_block, n_block, group, plan.block_m, expert < 0)
         index += plan.num_sms
-    if plan.stream_k:
-        yield from _stream_k_shares(plan, cta, divisors)
     while plan.split_tail and index < split_first + 2 * plan.split_tail_tiles:
         yield _half_tile(plan, index - split_first, split_first, divisors)
         index += plan.num_sms
