@@ -53,13 +53,25 @@ def digest(args: tuple) -> tuple[str, str]:
     return plan.summary(), sass_digest(disassemble(compile_plan(plan).cubin))
 
 
-def digests() -> dict:
+def nvrtc_version() -> str:
+    """NVRTC's version, with its wheel's (a patch release may schedule differently; the API says only 12.9)."""
+    from importlib import metadata
+
     from pydg.driver import nvrtc
 
+    for wheel in ("nvidia-cuda-nvrtc-cu12", "nvidia-cuda-nvrtc"):
+        try:
+            return f"{nvrtc.version_text()} ({wheel} {metadata.version(wheel)})"
+        except metadata.PackageNotFoundError:
+            continue
+    return nvrtc.version_text()
+
+
+def digests() -> dict:
     shapes = benchmark_shapes()
     with concurrent.futures.ProcessPoolExecutor(os.cpu_count() or 1) as pool:
         results = list(pool.map(digest, [args for _, args in shapes]))
-    return {"nvrtc": nvrtc.version_text(),
+    return {"nvrtc": nvrtc_version(),
             "shapes": {name: {"plan": plan, "sass": sass} for (name, _), (plan, sass) in zip(shapes, results)}}
 
 
