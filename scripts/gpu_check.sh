@@ -23,15 +23,18 @@
 # each), into $OUT/options.log.
 # variants: only the A/B of each patch waiting in variants/ (as options ends with), on the shapes given or
 # VARIANT_SHAPES, into $OUT/variants.log: about 60-110 s a patch.
-# pending: the same-run A/Bs named in PYDG_PENDING (all have run once; bench/NOTES.md says where), into
+# pending: the same-run A/Bs named in PYDG_PENDING (bench/NOTES.md says where each has run), into
 # $OUT/pending.log: evict (B's L2 evict-first hint toggled on the shapes of its rule), output (the
 # output staged or not on the shapes whose plan 4f65324 changed), band (the tile walk's band width),
 # early (the early start
 # toggled on the contiguous, masked 4 x 256 and the dense shapes behind DeepGEMM), early3 (the early start
 # on the four contiguous shapes and two dense ones of their tile, three rounds), earlyk (the same on
 # contiguous shapes by K and N), earlyw (the early start on dense shapes by tiles per CTA, three rounds),
-# split (the split tail's GPU tests, then the split toggled on the shapes it applies to, three rounds);
-# at most 400 s (about 300); no DeepGEMM needed, but with .anchor carried its build runs first (about
+# split (the split tail's GPU tests, then the split toggled on the shapes it applies to, three rounds),
+# kloop (variants/k_loop_bound_folded_late.patch, the k-loop scheduled as before 48231a0, against the
+# package's on the kernels whose SASS that commit changed, three rounds), masked (masked 4 x 256 with the
+# output staged the other way, then B's hint toggled, three rounds; not yet run). split alone takes
+# about 300 s, kloop and masked together about 250 s (estimated): two calls. No DeepGEMM needed, but with .anchor carried its build runs first (about
 # 120 s, before any timing), and a bench call on the same warm machine then skips it.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
 # (about 300 s, DeepGEMM's build included) do not fit together; `bench` + `sweep` do, `tests` + `extras`
@@ -224,6 +227,30 @@ if [ "$what" = pending ]; then
             6000,7168,7168 6000,18432,2048 6000,18432,7168
         done
       fi
+    fi
+    if [[ $parts == *" kloop "* ]]; then
+      # 48231a0 made the k-loop's bound a compile-time constant: ptxas then schedules the whole-turn loop
+      # of 25 of the 83 benchmark kernels differently (bench/NOTES.md, thirty-fourth session). The patch
+      # restores the old schedule (scripts/sass_digest.py: 80 of 83 kernels as at 65ccfdc).
+      echo "== k-loop bound folded late (the schedule of 65ccfdc) against the package's, three rounds"
+      variant=/tmp/variant_kloop; rm -rf "$variant"; cp -r pydg/kernels "$variant"
+      git apply -p1 --unsafe-paths --directory="$variant" variants/k_loop_bound_folded_late.patch &&
+        for round in 1 2 3; do
+          timeout 100 python3 scripts/ab_kernels.py "$variant" 2500,7168,7168 1000,18432,7168 128,24576,1536 \
+            300,7168,2048 contiguous:4,8192,7168,2048 contiguous:8,4096,7168,2048 masked:4,256,7168,2048 4096,7168,2048
+        done
+    fi
+    if [[ $parts == *" masked "* ]]; then
+      # Masked 4 x 256 misses 0.9x of dense at N = 7168, K = 2048 by 5.5% with device memory at 76% of a
+      # copy's rate: the 256x128 plan with its output staged (a fourth stage, B deeper in flight) and the
+      # hint, against the chosen 256x112.
+      # (One toggle per call: where the chosen plan cannot stage its output, as 256x112 cannot, the best
+      # candidate that can is timed both ways beside it.)
+      echo "== masked 4 x 256: output staged the other way, then B's hint toggled, three rounds"
+      for round in 1 2 3; do
+        timeout 60 python3 scripts/ab_plans.py --iters 30 --toggle output masked:4,256,7168,2048 masked:4,256,4096,7168
+        timeout 60 python3 scripts/ab_plans.py --iters 30 --toggle evictB masked:4,256,7168,2048 masked:4,256,4096,7168
+      done
     fi ) > "$OUT/pending.log" 2>&1
   grep -v " check " "$OUT/pending.log"
   exit 0
