@@ -112,12 +112,13 @@ B_EVICT_FIRST_MAX_BYTES = 256 << 20
 EARLY_START_MIN_K_BLOCKS = 32
 # The split tail (GemmPlan.split_tail) where the dense 256-row plan chosen ends in a partial wave of at
 # most half the CTAs: its tiles' halves then fill at most one wave, about half a tile's time instead
-# of a whole one. (Stream-K, which shared the last waves out as runs of k-blocks, and split-K for small
-# M were timed slower than the plans chosen on every shape, H100, 2026-12-06/07: the hand-over of FP32
-# partials between CTAs cost more than the idle SMs. Both were removed; bench/NOTES.md has the numbers.) Of the 72 dense shapes benchmarked, 8 qualify: 4096 x 32768 x 512 (4 tiles after 31
+# of a whole one. Of the 72 dense shapes benchmarked, 8 qualify: 4096 x 32768 x 512 (4 tiles after 31
 # waves), 4096 x 24576 x 1536 (36 after 23) and six with M = 6000 (24 after 10 or 26). Off until a GPU
 # has run its tests (tests/test_split_tail_gpu.py) and timed it (gpu_check.sh pending split): the
-# session that wrote it (2026-12-08) was lent none.
+# session that wrote it (2026-12-08) was lent none. (Stream-K, which shared the last waves out as runs
+# of k-blocks, and split-K for small M were timed slower than the plans chosen on every shape, H100,
+# 2026-12-06/07: handing FP32 partials between CTAs cost more than the idle SMs. Both were removed;
+# bench/NOTES.md has the numbers.)
 SPLIT_TAIL = False
 
 
