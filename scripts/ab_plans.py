@@ -10,9 +10,10 @@ issued before the epilogue's stores or not (GemmPlan.early_start: plan_sweep.tog
 --toggle bandW: the tile walk in bands of W blocks of its inner axis instead of the plan's (GemmPlan.band).
 --toggle evictB: B's loads marked evict-first in L2 or not (GemmPlan.b_evict_first).
 --toggle split: the partial last wave's tiles split in halves or not (GemmPlan.split_tail).
+--toggle wide: the plan chosen with the 208-wide tiles among the candidates (heuristics.WIDE_TILES).
 Several toggles, comma-separated, time each toggled plan beside the chosen one in one alternation (no
 stand-in candidate there); "+" joins toggles into one: --toggle early,split,early+evictB.
-usage: python scripts/ab_plans.py [--iters N] [--toggle output|inner|early|pairA|evictB|split|bandW[+...][,...]] SHAPE [SHAPE ...]
+usage: python scripts/ab_plans.py [--iters N] [--toggle output|inner|early|pairA|evictB|split|wide|bandW[+...][,...]] SHAPE [SHAPE ...]
 (SHAPE as in scripts/plan_sweep.py)"""
 import concurrent.futures
 import os
@@ -26,11 +27,11 @@ from pydg.scheduler.heuristics import estimate_seconds, ranked_plans
 from pydg.kernels.source import compile_plan
 
 from plan_sweep import (alternate, toggled_b_evict_first, toggled_early, toggled_inner, toggled_output,  # noqa: E402
-                        toggled_pair_a, toggled_split, with_reference)  # (scripts/ is on sys.path when run as a script)
+                        toggled_pair_a, toggled_split, toggled_wide, with_reference)  # (scripts/ is on sys.path when run as a script)
 from shapes import shape_of  # noqa: E402
 
 TOGGLES = {"output": toggled_output, "inner": toggled_inner, "early": toggled_early, "pairA": toggled_pair_a,
-           "evictB": toggled_b_evict_first, "split": toggled_split}
+           "evictB": toggled_b_evict_first, "split": toggled_split, "wide": toggled_wide}
 
 
 def toggle_of(name: str):

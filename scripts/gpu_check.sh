@@ -33,7 +33,9 @@
 # split (the split tail's GPU tests, then the split toggled on the shapes it applies to, three rounds),
 # kloop (variants/k_loop_bound_folded_late.patch, the k-loop scheduled as before 48231a0, against the
 # package's on the kernels whose SASS that commit changed, three rounds), masked (masked 4 x 256 with the
-# output staged the other way, then B's hint toggled, three rounds; not yet run). split alone takes
+# output staged the other way, then B's hint toggled, three rounds; not yet run), wide (the 208-wide
+# tiles' GPU tests, then the plans chosen with them against those chosen without on shapes where
+# the model takes them, three rounds; not yet run). split alone takes
 # about 300 s, kloop and masked together about 250 s (estimated): two calls. No DeepGEMM needed, but with .anchor carried its build runs first (about
 # 120 s, before any timing), and a bench call on the same warm machine then skips it.
 # One device call is 600 s at most: `tests` (485 s in one process, now in four) and `bench --what dense,grouped` with .anchor
@@ -239,6 +241,20 @@ if [ "$what" = pending ]; then
           timeout 100 python3 scripts/ab_kernels.py "$variant" 2500,7168,7168 1000,18432,7168 128,24576,1536 \
             300,7168,2048 contiguous:4,8192,7168,2048 contiguous:8,4096,7168,2048 masked:4,256,7168,2048 4096,7168,2048
         done
+    fi
+    if [[ $parts == *" wide "* ]]; then
+      # heuristics.WIDE_TILES: 64x208 and 128x208 tiles. Shapes where the model takes them: by 3.5-6%
+      # (M = 200-512) and by a tie (memory-bound M = 1 to 128, where the tie goes to the wider tile).
+      echo "== wide tiles: GPU tests"
+      timeout 150 python3 -m pytest -q -rs -p no:cacheprovider tests/test_wide_tiles_gpu.py \
+        tests/test_block_widths_gpu.py -k "wide or 208" 2>&1 | tail -n 15
+      if [ "${PIPESTATUS[0]}" = 0 ]; then
+        echo "== wide tiles toggled, three rounds"
+        for round in 1 2 3; do
+          timeout 100 python3 scripts/ab_plans.py --iters 30 --toggle wide 300,26640,2176 200,26208,3200 \
+            512,19552,9600 512,26976,3584 1,25376,3328 64,25840,10240 128,26096,9600
+        done
+      fi
     fi
     if [[ $parts == *" masked "* ]]; then
       # Masked 4 x 256 misses 0.9x of dense at N = 7168, K = 2048 by 5.5% with device memory at 76% of a

@@ -15,6 +15,7 @@ import torch
 import pydg
 from pydg.arrays import array_info
 from pydg.kernels.fp8_gemm import GemmLauncher, GemmOperands
+from pydg.scheduler import heuristics
 from pydg.scheduler.heuristics import candidate_plans, choose_plan, estimate_seconds, max_stages
 
 sys.path.insert(0, "tests")
@@ -123,6 +124,18 @@ def toggled_split(plan):
     if plan.partial_wave_tiles == 0 or not plan.allows_split_tail:
         return None
     return replace(plan, split_tail=not plan.split_tail)
+
+
+def toggled_wide(plan):
+    """The plan the heuristic chooses for the plan's shape with the 208-wide tiles among its candidates
+    (heuristics.WIDE_TILES), where that is another plan; None elsewhere."""
+    was, heuristics.WIDE_TILES = heuristics.WIDE_TILES, True
+    try:
+        wide = choose_plan(plan.mode, plan.m, plan.n, plan.k, plan.num_groups, pydg.get_num_sms(),
+                           expected_m=plan.expected_m)
+    finally:
+        heuristics.WIDE_TILES = was
+    return wide if wide != plan else None
 
 
 def toggled_inner(plan):

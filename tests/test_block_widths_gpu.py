@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 import pydg
+from pydg.scheduler import heuristics
 from pydg.scheduler.heuristics import BLOCK_NS, candidate_plans
 from gpu_util import DIFF_LIMIT, calc_diff, dequantize, launch_plan, nan_like, quantized_pair, torch_module
 
@@ -27,9 +28,10 @@ def _b_with_distinct_block_scales(torch, n: int):
 
 
 @pytest.mark.parametrize("block_n", BLOCK_NS)
-def test_every_tile_of_this_width(block_n):
+def test_every_tile_of_this_width(block_n, monkeypatch):
     torch = torch_module()
     n = 8 * block_n + 16
+    monkeypatch.setattr(heuristics, "WIDE_TILES", True)  # the wide tiles too, candidates once timed
     plans = {}
     for plan in candidate_plans("dense", M, n, K, 1, pydg.get_num_sms()):
         if plan.block_n == block_n and plan.cluster_size == 1:

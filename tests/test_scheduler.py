@@ -127,6 +127,31 @@ def test_split_tail_is_chosen_where_the_halves_fit_one_wave(monkeypatch):
             bad.validate()
 
 
+def test_wide_tiles_are_candidates_only_when_switched_on(monkeypatch):
+    """208-wide tiles (64 and 128 rows) compile without spills (tests/test_kernels.py) but are candidates
+    only with heuristics.WIDE_TILES, off until a GPU has timed them; wider ones, and 208 at 256 rows,
+    never."""
+    from pydg.scheduler import heuristics
+
+    shape = ("dense", 300, 26640, 2176, 1, 132)
+    assert not heuristics.WIDE_TILES
+    assert max(p.block_n for p in candidate_plans(*shape)) == 192
+    narrow = choose_plan(*shape)
+    monkeypatch.setattr(heuristics, "WIDE_TILES", True)
+    widths = {(p.block_m, p.block_n) for p in candidate_plans(*shape)}
+    assert {(64, 208), (128, 208)} <= widths and max(bn for _, bn in widths) == 208
+    assert not any(bm == 256 and bn > 128 for bm, bn in widths)
+    wide = choose_plan(*shape)
+    assert (wide.block_m, wide.block_n) == (128, 208) and wide.num_stages == 4, wide.summary()
+    assert tiles_seconds(wide) < tiles_seconds(narrow)
+    # The benchmark's shapes keep their plans either way (test_default_plans_are_the_ones_last_benchmarked).
+    for m, n, k in ((64, 7168, 16384), (4096, 7168, 2048), (128, 24576, 1536)):
+        monkeypatch.setattr(heuristics, "WIDE_TILES", False)
+        before = choose_plan("dense", m, n, k, 1, 132)
+        monkeypatch.setattr(heuristics, "WIDE_TILES", True)
+        assert choose_plan("dense", m, n, k, 1, 132) == before
+
+
 def test_fast_division_is_exact_for_every_32_bit_dividend():
     # scheduler.cuh's FastDiv: the multiplier's rounding leaves the quotient at most one short, at
     # the ends of the range too, and for divisors from 1 to 2**32 - 1.

@@ -33,11 +33,20 @@ STRADDLE_EFFICIENCY = 0.97
 # would move to 256x112 or 128x176 tiles, 1.04-1.09x slower (H100, 2026-11-23).
 UNSWIZZLED_EFFICIENCY = 0.97
 
-BLOCK_NS = tuple(range(16, 193, 16))
+BLOCK_NS = tuple(range(16, 209, 16))
 # Each math thread holds two accumulators of block_n / 2 floats (wgmma's and the promoted FP32 sum);
-# past these widths ptxas spills (tests/test_kernels.py checks every variant).
+# past these widths ptxas spills (tests/test_kernels.py checks every variant): 64x224 in contiguous
+# pairs sharing B, 64x240 and 64x256 at the one warpgroup's 248 registers, 128x224 at two warpgroups'
+# 232 (NVRTC 12.9, 2026-12-08).
 # A 256-row tile keeps two promoted sums per thread (its two 64-row sub-blocks) beside wgmma's.
-MAX_BLOCK_N = {64: 192, 128: 192, 256: 128}
+MAX_BLOCK_N = {64: 208, 128: 208, 256: 128}
+# Widths from WIDE_BLOCK_N on (64x208, 128x208) are candidates only with WIDE_TILES: they compile
+# without spills and the model ranks them first on some shapes (of 400 random dense shapes in one draw,
+# about 30; none of the 82 benchmark shapes), sometimes only by a tie (memory-bound M = 1 to 64, where
+# the tie goes to the bigger tile, with fewer stages in flight and fewer CTAs), but no GPU has run or
+# timed them yet (gpu_check.sh pending wide).
+WIDE_BLOCK_N = 208
+WIDE_TILES = False
 # Narrow tiles need many stages in flight to cover L2 latency (small-M shapes stream B).
 MAX_STAGES = 16
 MIN_STAGES = 3
@@ -209,6 +218,8 @@ def candidate_plans(mode: str, m: int, n: int, k: int, num_groups: int, num_sms:
     for block_m in block_ms:
         for block_n in BLOCK_NS:
             if block_n > max(16, ceil_div(n, 16) * 16) or block_n > MAX_BLOCK_N[block_m]:
+                continue
+            if block_n >= WIDE_BLOCK_N and not WIDE_TILES:
                 continue
             stages = max_stages(block_m, block_n, k, smem_limit)
             if stages < MIN_STAGES:
