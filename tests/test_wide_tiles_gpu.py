@@ -8,9 +8,9 @@ import pytest
 
 from pydg.scheduler import heuristics
 from pydg.scheduler.heuristics import ranked_plans
-from gpu_util import DIFF_LIMIT, calc_diff, dequantize, launch_plan, nan_like, torch_module
-from test_grouped_gpu import _check_masked, _check_padding_blocks_poisoned, _contiguous_inputs, _masked_inputs
-from variant_checks import EXPERT_SIZES, dense_checked
+from gpu_util import launch_plan, nan_like, torch_module
+from test_grouped_gpu import _check_masked, _contiguous_inputs, _masked_inputs
+from variant_checks import EXPERT_SIZES, contiguous_checked, dense_checked
 
 pytestmark = pytest.mark.gpu
 
@@ -47,13 +47,7 @@ def test_wide_contiguous(block_m, multicast, monkeypatch):
     out = nan_like(torch, (a.shape[0], n))
     launch_plan(torch, plan, (a, sa, b, sb, out, m_indices))
     torch.cuda.synchronize()
-    a_ref, idx = dequantize(torch, a, sa, False), m_indices.long()
-    for g in range(len(EXPERT_SIZES)):
-        rows = (idx == g).nonzero().squeeze(1)
-        if rows.numel():
-            assert not out[rows].isnan().any(), plan.summary()
-            assert calc_diff(torch, out[rows], a_ref[rows] @ b_ref[g].T) <= DIFF_LIMIT, plan.summary()
-    _check_padding_blocks_poisoned(torch, out, idx)
+    contiguous_checked(torch, plan, out, a, sa, b_ref, m_indices, len(EXPERT_SIZES))
 
 
 @pytest.mark.parametrize("block_m,multicast", [(128, "none"), (64, "none"), (64, "a")])

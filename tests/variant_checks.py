@@ -72,6 +72,18 @@ def masked_matches_own(own, other, groups: int, m_max: int, n: int, k: int, seed
 EXPERT_SIZES = [0, 1, 128, 300, 1000, 1, 0, 330, 2000, 64, 128]
 
 
+def contiguous_checked(torch, plan, out, a, sa, b_ref, m_indices, groups: int) -> None:
+    """`out` of `plan`'s contiguous call: each expert's rows right against the reference, blocks of
+    padding left poisoned."""
+    a_ref, idx = dequantize(torch, a, sa, False), m_indices.long()
+    for g in range(groups):
+        rows = (idx == g).nonzero().squeeze(1)
+        if rows.numel():
+            assert not out[rows].isnan().any(), plan.summary()
+            assert calc_diff(torch, out[rows], a_ref[rows] @ b_ref[g].T) <= DIFF_LIMIT, plan.summary()
+    _check_padding_blocks_poisoned(torch, out, idx)
+
+
 def contiguous_matches_own(plans_for, n: int, k: int, sizes: list[int] = EXPERT_SIZES) -> None:
     """`plans_for(rows)` = (own, other), the plan without and with an option for the concatenated rows
     of `sizes`: `other` right against the reference, padding rows left poisoned, bit for bit `own`'s."""
@@ -83,12 +95,6 @@ def contiguous_matches_own(plans_for, n: int, k: int, sizes: list[int] = EXPERT_
     out = nan_like(torch, (a.shape[0], n))
     launch_plan(torch, other, (a, sa, b, sb, out, m_indices))
     torch.cuda.synchronize()
-    a_ref, idx = dequantize(torch, a, sa, False), m_indices.long()
-    for g in range(len(sizes)):
-        rows = (idx == g).nonzero().squeeze(1)
-        if rows.numel():
-            assert not out[rows].isnan().any(), other.summary()
-            assert calc_diff(torch, out[rows], a_ref[rows] @ b_ref[g].T) <= DIFF_LIMIT, other.summary()
-    _check_padding_blocks_poisoned(torch, out, idx)
+    contiguous_checked(torch, other, out, a, sa, b_ref, m_indices, len(sizes))
     assert torch.equal(out.isnan(), expected.isnan()), other.summary()
     assert torch.equal(out.nan_to_num(), expected.nan_to_num()), other.summary()
