@@ -42,7 +42,7 @@ BLOCK_NS = tuple(range(16, 209, 16))
 MAX_BLOCK_N = {64: 208, 128: 208, 256: 128}
 # Widths from WIDE_BLOCK_N on (64x208, 128x208) are candidates only with WIDE_TILES: they compile
 # without spills and the model ranks them first on some shapes (of 400 random dense shapes in one draw,
-# about 30; none of the 82 benchmark shapes), sometimes only by a tie (memory-bound M = 1 to 64, where
+# about 30; none of the 82 benchmark shapes), sometimes only by a tie (memory-bound M = 1 to 128, where
 # the tie goes to the bigger tile, with fewer stages in flight and fewer CTAs), but no GPU has run or
 # timed them yet (gpu_check.sh pending wide).
 WIDE_BLOCK_N = 208
